@@ -1,0 +1,3 @@
+from job.cli import main
+
+main(prog_name="python -m job")

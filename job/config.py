@@ -1,0 +1,73 @@
+"""Frozen configuration, built once by the CLI and passed down as plain values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+RECIPES = ("default", "fast")
+DEVICES = ("auto", "cpu", "gpu")
+DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the seed's model is fed and optimised. Both recipes train the same six layers."""
+
+    name: str
+    batch_size: int
+    epochs: int
+    validation_split: float
+    warmup_cosine: bool  # learning rate: linear warm-up then cosine decay (else Adam defaults)
+    peak_learning_rate: float
+    translate_pixels: int  # random shifts of up to this many pixels in the input pipeline
+    early_stopping_patience: int | None
+
+
+DEFAULT_RECIPE = Recipe("default", 32, 5, 0.0, False, 0.001, 0, None)
+FAST_RECIPE = Recipe("fast", 128, 12, 0.1, True, 0.003, 2, 3)
+
+
+def recipe_named(name: str) -> Recipe:
+    return {"default": DEFAULT_RECIPE, "fast": FAST_RECIPE}[name]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str
+    epochs: int
+    batch_size: int
+    validation_split: float
+    seed: int
+    limit: int | None
+    device: str
+    deterministic: bool
+    mixed_precision: bool
+    jit: bool
+    steps_per_execution: int
+    backup_every_steps: int | None
+    distribute: str
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    run_dir: Path
+    data_path: Path | None
+    cache_dir: Path
+    allow_network: bool
+    export: bool
+    export_dir: Path
+    export_version: int | None
+    overwrite: bool
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (paths as strings), for the report."""
+
+        def plain(value):
+            return str(value) if isinstance(value, Path) else value
+
+        out = {k: plain(v) for k, v in dataclasses.asdict(self).items() if k != "train"}
+        out["train"] = dataclasses.asdict(self.train)
+        return out

@@ -1,0 +1,30 @@
+"""Expected failures the CLI turns into one line on stderr and a documented exit code."""
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2  # bad data, bad options, unwritable paths (click uses 2 for usage too)
+EXIT_DATA_UNAVAILABLE = 3  # no data source could be reached
+EXIT_PREEMPTED = 75  # SIGTERM: the backup is saved, rerun the same command to resume (EX_TEMPFAIL)
+
+
+class JobError(Exception):
+    """An expected failure: the message is shown to the user as it is."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class DataError(JobError):
+    """A data file that is missing, malformed or fails its checksum."""
+
+    def __init__(self, source: object, problem: str):
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class DataUnavailable(JobError):
+    exit_code = EXIT_DATA_UNAVAILABLE
+
+
+class Preempted(JobError):
+    exit_code = EXIT_PREEMPTED

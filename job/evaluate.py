@@ -1,0 +1,55 @@
+"""Pure metrics from labels and predicted probabilities, plus the seed's model.evaluate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+NUM_CLASSES = 10
+
+
+def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024):
+    """Test loss and accuracy from ``model.evaluate``, as the seed's evaluate_model."""
+    loss, accuracy = model.evaluate(images, labels, batch_size=batch_size, verbose=0)
+    return float(loss), float(accuracy)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES):
+    """Rows are true digits, columns predicted digits."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return matrix
+
+
+def per_class_metrics(matrix: np.ndarray) -> list[dict]:
+    """Precision, recall, F1 and support per class; 0.0 where a ratio has no denominator."""
+    true_pos = np.diag(matrix).astype(np.float64)
+    predicted = matrix.sum(axis=0)
+    support = matrix.sum(axis=1)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
+    return [
+        {
+            "digit": digit,
+            "precision": float(precision[digit]),
+            "recall": float(recall[digit]),
+            "f1": float(f1[digit]),
+            "support": int(support[digit]),
+        }
+        for digit in range(matrix.shape[0])
+    ]
+
+
+def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
+    """Accuracy, per-class figures and confusion matrix from probabilities [N, 10]."""
+    y_pred = np.argmax(y_prob, axis=1)
+    matrix = confusion_matrix(y_true, y_pred, y_prob.shape[1])
+    per_class = per_class_metrics(matrix)
+    return {
+        "accuracy": float(np.mean(y_pred == np.asarray(y_true))),
+        "macro_precision": float(np.mean([c["precision"] for c in per_class])),
+        "macro_recall": float(np.mean([c["recall"] for c in per_class])),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+    }

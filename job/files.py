@@ -1,0 +1,54 @@
+"""Atomic writes: a temporary name in the same folder, fsync, then rename over the target."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give; mkstemp/mkdtemp use 0600/0700."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write`` on a temporary file beside ``path`` and rename it into place.
+
+    Readers see the old file or the whole new one, never a part. On error the temporary
+    file is removed and ``path`` is untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: Path, data: object) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def check_writable_dir(path: Path) -> None:
+    """Create ``path`` if needed and prove it can be written, or raise OSError."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test."):
+        pass

@@ -1,0 +1,79 @@
+"""Figures: functions that take data and return a matplotlib Figure, and one that saves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # batch job: never a window; selecting a backend does no other work
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from job.files import write_atomic  # noqa: E402
+
+TITLES = {"accuracy": "Accuracy vs Epochs", "loss": "Loss vs Epochs"}
+
+
+def learning_curve_figure(history: pd.DataFrame, metric: str) -> Figure:
+    """``metric`` (and ``val_<metric>`` when present) against epochs, from the history frame."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    frame = history.set_index("epoch")
+    columns = [c for c in (metric, f"val_{metric}") if c in frame.columns]
+    frame[columns].rename(columns={metric: "train", f"val_{metric}": "validation"}).plot(
+        ax=ax, marker="o", legend=True
+    )
+    ax.set(title=TITLES.get(metric, f"{metric} vs Epochs"), xlabel="Epochs",
+           ylabel=metric.capitalize())  # fmt: skip
+    ax.set_xticks(frame.index)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def predictions_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> Figure:
+    """The seed's last cell: each image beside a bar chart of the model's distribution."""
+    rows = len(images)
+    fig = Figure(figsize=(10, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, width_ratios=[1, 2.5], squeeze=False)
+    for i, (image, label, prob) in enumerate(zip(images, labels, probabilities, strict=True)):
+        predicted = int(np.argmax(prob))
+        axes[i, 0].imshow(np.squeeze(image), cmap="gray_r")
+        axes[i, 0].set_axis_off()
+        axes[i, 0].set_title(f"Digit {int(label)}")
+        bars = axes[i, 1].bar(np.arange(len(prob)), prob, color="tab:blue")
+        bars[predicted].set_color("tab:green" if predicted == int(label) else "tab:red")
+        axes[i, 1].set_xticks(np.arange(len(prob)))
+        axes[i, 1].set_ylim(0, 1)
+        axes[i, 1].set_ylabel("Probability")
+        axes[i, 1].set_title(
+            f"Categorical distribution. True: {int(label)}, model prediction: {predicted} "
+            f"({prob[predicted]:.1%})"
+        )
+    axes[-1, 1].set_xlabel("Digit")
+    return fig
+
+
+def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
+    """Counts per (true, predicted) digit; the diagonal is what the model got right."""
+    matrix = np.asarray(matrix)
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    shown = ax.imshow(matrix, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1))
+    fig.colorbar(shown, ax=ax, label="Test images (log scale)")
+    n = matrix.shape[0]
+    ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted digit", ylabel="True digit",
+           title=f"Confusion matrix ({matrix.trace()} of {matrix.sum()} correct)")  # fmt: skip
+    threshold = matrix.max() / 4
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > threshold else "black")  # fmt: skip
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG atomically."""
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))

@@ -1,0 +1,112 @@
+"""The JSON metrics report: build it, validate it, write it atomically, read it back."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from job.errors import JobError
+from job.files import write_json_atomic
+
+SCHEMA_VERSION = 1
+REPORT_FILENAME = "metrics.json"
+
+
+def load_schema() -> dict:
+    return json.loads(resources.files("job").joinpath("schemas/metrics.schema.json").read_text())
+
+
+def environment(device_info: dict) -> dict:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "device": device_info,
+    }
+
+
+def build_report(
+    *,
+    config: dict,
+    environment: dict,
+    data: dict,
+    model: dict,
+    training: dict,
+    test: dict,
+    timings: dict,
+    artifacts: dict,
+    distribution: dict,
+) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join(sys.argv),
+        "config": config,
+        "environment": environment,
+        "data": data,
+        "model": model,
+        "distribution": distribution,
+        "training": training,
+        "test": test,
+        "timings": timings,
+        "artifacts": artifacts,
+    }
+
+
+def write_report(run_dir: Path, report: dict) -> Path:
+    return write_json_atomic(run_dir / REPORT_FILENAME, report)
+
+
+def read_report(path: Path) -> dict:
+    """Read a report (a metrics.json or a run directory holding one).
+
+    Raises:
+        JobError: missing, not JSON, or not a metrics report.
+    """
+    path = path / REPORT_FILENAME if path.is_dir() else path
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise JobError(f"{path}: no such report") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JobError(f"{path}: not a readable JSON report ({exc})") from None
+    if not isinstance(report, dict) or "schema_version" not in report:
+        raise JobError(f"{path}: not a metrics report (no schema_version)")
+    report["_path"] = str(path)
+    return report
+
+
+def reports_table(reports: list[dict]) -> pd.DataFrame:
+    """One row per run: what was run, how well it did and how fast, for comparing runs."""
+    rows = []
+    for r in reports:
+        train = r["config"]["train"]
+        rows.append(
+            {
+                "run": Path(r["_path"]).parent.name if "_path" in r else "",
+                "recipe": train["recipe"],
+                "epochs": len(r["training"]["history"]),
+                "batch": train["batch_size"],
+                "device": r["environment"]["device"]["used"],
+                "replicas": r["distribution"]["replicas"],
+                "test_acc": round(r["test"]["accuracy"], 4),
+                "test_loss": round(r["test"]["loss"], 4),
+                "s/epoch": round(r["timings"]["median_epoch_seconds"], 2),
+                "ex/s": round(r["timings"]["examples_per_second"]),
+                "train_s": round(r["timings"]["train_seconds"], 1),
+                "data": r["data"]["source"],
+            }
+        )
+    return pd.DataFrame(rows)

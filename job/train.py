@@ -1,0 +1,247 @@
+"""Fit: device choice, the tf.data input pipeline, callbacks, preemption and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from job.config import Recipe
+from job.errors import JobError, Preempted
+from job.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+BACKUP_DIRNAME = "backup"
+HISTORY_FILENAME = "history.json"
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def configure_device(device: str, mixed_precision: bool, deterministic: bool, seed: int) -> dict:
+    """Pick CPU or GPU, seed everything and set the precision policy, before TF starts work.
+
+    Returns what was chosen, for the report.
+
+    Raises:
+        JobError: ``device == "gpu"`` and no GPU is visible.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise JobError("--device gpu: no GPU is visible to TensorFlow (try --device auto or cpu)")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    used = "gpu" if gpus and device != "cpu" else "cpu"
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    build = tf.sysconfig.get_build_info()
+    return {
+        "requested": device,
+        "used": used,
+        "logical_devices": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                 for g in (gpus if used == "gpu" else [])],  # fmt: skip
+        "cuda_version": build.get("cuda_version"),
+        "cudnn_version": build.get("cudnn_version"),
+        "precision_policy": keras.mixed_precision.global_policy().name,
+        "deterministic": deterministic,
+    }
+
+
+# --------------------------------------------------------------------------- input pipeline
+
+
+def split_validation(
+    images: np.ndarray, labels: np.ndarray, fraction: float
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """Hold out the last ``fraction`` of the training set, as Keras' validation_split does."""
+    if fraction <= 0:
+        return (images, labels), None
+    n_val = max(1, int(round(len(images) * fraction)))
+    return (images[:-n_val], labels[:-n_val]), (images[-n_val:], labels[-n_val:])
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    translate_pixels: int = 0,
+) -> tf.data.Dataset:
+    """Cached, shuffled (when seeded), batched and prefetched; optional random shifts."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if translate_pixels:
+        factor = translate_pixels / images.shape[1]
+        shift = keras.layers.RandomTranslation(
+            factor, factor, fill_mode="constant", seed=shuffle_seed
+        )
+        ds = ds.map(lambda x, y: (shift(x, training=True), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(recipe: Recipe, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+    """Adam with default settings, or (fast recipe) with warm-up plus cosine decay."""
+    if not recipe.warmup_cosine:
+        return keras.optimizers.Adam()
+    warmup = steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=recipe.peak_learning_rate / 10,
+        decay_steps=max(1, steps_per_epoch * epochs - warmup),
+        warmup_target=recipe.peak_learning_rate,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Keeps every finished epoch's metrics and duration in ``history.json``, across restarts.
+
+    Keras' History only holds the epochs of the current ``fit`` call; after a resume the
+    earlier ones are gone. This log is keyed by epoch number, so an epoch that is run again
+    after a crash replaces its earlier entry and each epoch appears exactly once.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.epochs: dict[int, dict] = {}
+        if path.exists():
+            self.epochs = {int(k): v for k, v in json.loads(path.read_text()).items()}
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        entry["seconds"] = time.perf_counter() - self._started
+        self.epochs[epoch] = entry
+        write_json_atomic(self.path, {str(k): v for k, v in sorted(self.epochs.items())})
+
+    def history(self, epochs: int) -> list[dict]:
+        missing = [e for e in range(epochs) if e not in self.epochs]
+        if missing:
+            raise JobError(f"{self.path}: epochs {missing} were never completed")
+        return [{"epoch": e + 1, **self.epochs[e]} for e in range(epochs)]
+
+
+class PreemptionGuard(keras.callbacks.Callback):
+    """On SIGTERM, stop at the next batch without finishing the epoch.
+
+    It raises rather than setting ``stop_training``: a stopped ``fit`` still ends the epoch,
+    and BackupAndRestore would then record a half-trained epoch as done.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def _on_sigterm(self, signum, frame):
+        self.requested = True
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise Preempted(
+                "SIGTERM received: stopped; the last backup is kept, "
+                "run the same command again to resume"
+            )
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]  # one entry per epoch, in order, each exactly once
+    seconds: float  # wall time of fit in this process
+    resumed_from_epoch: int  # 0 for a fresh run
+    stopped_early_at: int | None  # epoch count when early stopping ended training
+
+
+def train_model(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    epochs: int,
+    run_dir: Path,
+    early_stopping_patience: int | None = None,
+    backup_every_steps: int | None = None,
+    verbose: int | None = None,
+) -> TrainResult:
+    """Fit ``model``, resuming from ``run_dir/backup`` if an earlier run was cut off.
+
+    Raises:
+        Preempted: SIGTERM arrived; the backup of the last finished epoch is kept.
+    """
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2  # a bar on a terminal, a line per epoch in logs
+    epoch_log = EpochLog(run_dir / HISTORY_FILENAME)
+    guard = PreemptionGuard()
+    backup = keras.callbacks.BackupAndRestore(
+        backup_dir=str(run_dir / BACKUP_DIRNAME),
+        save_freq=backup_every_steps or "epoch",
+        delete_checkpoint=True,
+    )
+    # EpochLog runs before BackupAndRestore: a crash between the two re-runs the epoch and
+    # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
+    callbacks: list[keras.callbacks.Callback] = [guard, epoch_log, backup]
+    stopper = None
+    if early_stopping_patience and val_ds is not None:
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=early_stopping_patience, restore_best_weights=True
+        )
+        callbacks.append(stopper)
+    resumed_from = len([e for e in epoch_log.epochs if e < epochs]) if backup_exists(run_dir) else 0
+    if resumed_from:
+        log.info("resuming from the backup in %s", run_dir / BACKUP_DIRNAME)
+    guard.install()
+    started = time.perf_counter()
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                  callbacks=callbacks, verbose=verbose)  # fmt: skip
+    finally:
+        guard.uninstall()
+    seconds = time.perf_counter() - started
+    stopped_at = stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None
+    return TrainResult(
+        history=epoch_log.history(stopped_at or epochs),
+        seconds=seconds,
+        resumed_from_epoch=resumed_from,
+        stopped_early_at=stopped_at,
+    )
+
+
+def backup_exists(run_dir: Path) -> bool:
+    backup_dir = run_dir / BACKUP_DIRNAME
+    return backup_dir.is_dir() and any(backup_dir.iterdir())
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return math.ceil(examples / batch_size)

@@ -1,0 +1,1 @@
+"""TensorFlow Serving config and the REST and gRPC clients for the exported MNIST model."""

@@ -1,0 +1,28 @@
+"""The serving contract: names shared by the exporter (job/export.py), the clients and tests.
+
+Change a name here and every side changes with it; nothing else spells these strings.
+"""
+
+MODEL_NAME = "mnist"
+GRPC_PORT = 8500
+REST_PORT = 8501
+
+# serving_default: raw pixels [batch, 28, 28], uint8 0..255 (scaling happens in the graph).
+SIGNATURE_PIXELS = "serving_default"
+# The same with float32 pixels 0..255, for clients that cannot send uint8.
+SIGNATURE_PIXELS_FLOAT = "predict_float"
+# Encoded PNG or JPEG bytes [batch]; REST clients send {"b64": "..."}.
+SIGNATURE_IMAGE_BYTES = "predict_image"
+
+INPUT_PIXELS = "images"
+INPUT_IMAGE_BYTES = "image_bytes"
+
+OUTPUT_PROBABILITIES = "probabilities"  # float32 [batch, 10]
+OUTPUT_DIGIT = "digit"  # int64 [batch]
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+MAX_BATCH = 1024  # the clients refuse larger requests; split them instead
+
+WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
+RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it
