@@ -172,11 +172,16 @@ def read_npz(path: Path) -> MnistArrays:
         raise DataError(path, "is a directory, expected an .npz file")
     if path.stat().st_size == 0:
         raise DataError(path, "is empty")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(path, "is a single .npy array, expected an .npz archive")
+    if not magic.startswith(b"PK"):
+        # np.load would take any other bytes for a pickle and only then refuse.
+        raise DataError(path, "is not a valid .npz file (not a zip archive)")
     raw: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise DataError(path, "is a single .npy array, expected an .npz archive")
             for key in ARRAY_KEYS:
                 if key in npz.files:
                     raw[key] = npz[key]

@@ -224,7 +224,7 @@ def train_model(
     guard.install()
     started = time.perf_counter()
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, shuffle=False,
                   callbacks=callbacks, verbose=verbose)  # fmt: skip
     finally:
         guard.uninstall()

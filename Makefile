@@ -1,0 +1,100 @@
+# Every target sets up what it needs (virtualenv, data); `make` alone lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+TF_VERSION := 2.21.0
+
+# Where MNIST is cached (both runtimes), and where runs and exports land on the host.
+DATA_DIR ?= $(CURDIR)/data
+RUNS_DIR ?= $(CURDIR)/runs
+MODELS_DIR ?= $(CURDIR)/models
+export MNIST_JOB_CACHE_DIR := $(DATA_DIR)
+
+## Options: RUNTIME=docker|local (default: docker when an engine answers), GPU=1, ARGS="..."
+RUNTIME ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo local)
+GPU ?= 0
+ARGS ?=
+IMAGE ?= mnist-job
+SERVING_IMAGE ?= mnist-serving
+ifeq ($(GPU),1)
+BASE_TAG := $(TF_VERSION)-gpu
+IMAGE_TAG := $(TF_VERSION)-gpu
+GPU_FLAGS := --gpus all
+else
+BASE_TAG := $(TF_VERSION)
+IMAGE_TAG := $(TF_VERSION)
+GPU_FLAGS :=
+endif
+RUN_ID := $(shell date -u +%Y%m%dT%H%M%SZ)
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2} /^## / {sub(/^## /, ""); print "\n" $$0}' $(MAKEFILE_LIST)
+
+$(INSTALLED): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+.PHONY: venv
+venv: $(INSTALLED) ## Create .venv from the lock file
+
+$(DATA_DIR)/mnist.npz: | $(INSTALLED)
+	$(BIN)/python -m job data
+
+.PHONY: data
+data: $(DATA_DIR)/mnist.npz ## Fetch and verify MNIST into ./data
+
+.PHONY: train
+train: ## Train, evaluate, report and export (Docker when available, else local)
+ifeq ($(RUNTIME),docker)
+	@echo "make train: running in Docker (image $(IMAGE):$(IMAGE_TAG)$(if $(GPU_FLAGS), with $(GPU_FLAGS)))"
+	docker build -f Dockerfile --build-arg BASE_TAG=$(BASE_TAG) -t $(IMAGE):$(IMAGE_TAG) .
+	mkdir -p $(RUNS_DIR) $(MODELS_DIR) $(DATA_DIR)
+	docker run --rm $(GPU_FLAGS) --user $$(id -u):$$(id -g) \
+		-v $(DATA_DIR):/data -v $(RUNS_DIR):/app/runs -v $(MODELS_DIR):/app/models \
+		$(IMAGE):$(IMAGE_TAG) train --output-dir runs/$(RUN_ID) $(ARGS)
+else
+	@echo "make train: running locally in $(VENV) (no Docker engine answered, or RUNTIME=local)"
+	@$(MAKE) --no-print-directory data
+	$(BIN)/python -m job train --output-dir $(RUNS_DIR)/$(RUN_ID) --export-dir $(MODELS_DIR)/mnist $(ARGS)
+endif
+
+.PHONY: test
+test: data ## Run the whole test suite (sets itself up)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(INSTALLED) ## ruff, and hadolint on both Dockerfiles
+	$(BIN)/ruff check job serving tests bench
+	$(BIN)/ruff format --check job serving tests bench
+	$(BIN)/hadolint Dockerfile Dockerfile.serving
+
+.PHONY: lock
+lock: $(INSTALLED) ## Regenerate requirements.lock (hashes) from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements.lock
+
+.PHONY: serve
+serve: ## Build the TF Serving image with the newest export and run it (ports 8500, 8501)
+	@test -d $(MODELS_DIR)/mnist || { echo "no export in $(MODELS_DIR)/mnist: run make train first"; exit 2; }
+	docker build -f Dockerfile.serving -t $(SERVING_IMAGE) .
+	docker run --rm -p 8500:8500 -p 8501:8501 $(SERVING_IMAGE)
+
+.PHONY: query
+query: data ## Ask a running server (make serve) about the first 8 test images over REST
+	$(BIN)/python -m serving predict --rest http://localhost:8501 --mnist-test 0:8
+
+.PHONY: bench
+bench: data ## Benchmark the seed's code path against the job's (prints a table)
+	$(BIN)/python bench/bench.py $(ARGS)
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (keeps runs/, models/ and data/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
