@@ -1,0 +1,171 @@
+"""python -m serving: query a TensorFlow Serving model over REST or gRPC."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from serving import contract as c
+from serving.client import ServingError
+
+EXIT_REQUEST_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def one_line_errors(command):
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ServingError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_REQUEST_FAILED)
+
+    return wrapper
+
+
+def server_options(command):
+    options = [
+        click.option("--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"),
+        click.option("--grpc", "grpc_target", metavar="HOST:PORT",
+                     help="gRPC address, e.g. localhost:8500"),
+        click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name."),
+        click.option("--version", "model_version", type=click.IntRange(min=1),
+                     help="Model version.  [default: the newest the server has]"),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+                     show_default=True, help="Seconds before a request is given up."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def pick_server(rest: str | None, grpc_target: str | None) -> tuple[str, str]:
+    if bool(rest) == bool(grpc_target):
+        raise click.UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
+    return ("rest", rest) if rest else ("grpc", grpc_target)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Query the MNIST model on TensorFlow Serving (REST or gRPC)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@main.command()
+@server_options
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--mnist-test", "mnist_range", metavar="START:STOP",
+              help="Send MNIST test images by index (needs the data cache: make data).")
+@click.option("--invert", is_flag=True,
+              help="Images are dark digits on light paper: decode here and invert (MNIST is "
+                   "light on dark).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@one_line_errors
+def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range, invert,
+            as_json):  # fmt: skip
+    """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
+    arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
+    import numpy as np
+
+    from serving import client
+
+    kind, target = pick_server(rest, grpc_target)
+    call = client.predict_rest if kind == "rest" else client.predict_grpc
+    names, truths, pixel_sets, encoded = [], [], [], []
+    for path in files:
+        if not path.exists():
+            raise ServingError(f"{path}: no such file")
+        if path.suffix.lower() == ".npy":
+            pixels = client.read_npy(path)
+            pixel_sets.append(pixels)
+            names += [f"{path.name}[{i}]" for i in range(len(pixels))]
+            truths += [None] * len(pixels)
+        elif invert:
+            pixel_sets.append(client.image_to_pixels(path, invert=True)[np.newaxis])
+            names.append(path.name)
+            truths.append(None)
+        else:
+            encoded.append((path.name, client.read_image_bytes(path)))
+    if mnist_range:
+        images, labels = load_mnist_test(client.parse_index_range(mnist_range))
+        pixel_sets.append(images)
+        names += [f"mnist-test[{i}]" for i in range(*mnist_range_bounds(mnist_range, len(labels)))]
+        truths += [int(label) for label in labels]
+    # Encoded images go to the image signature, pixels to serving_default; rows keep their order.
+    encoded_names = [name for name, _ in encoded]
+    names = encoded_names + names
+    truths = [None] * len(encoded) + truths
+    client.check_batch(len(names))
+    results = []
+    if encoded:
+        results.append(call(target, model, image_bytes=[raw for _, raw in encoded],
+                            version=model_version, timeout=timeout))  # fmt: skip
+    if pixel_sets:
+        results.append(call(target, model, pixels=np.concatenate(pixel_sets),
+                            version=model_version, timeout=timeout))  # fmt: skip
+    probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
+    digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
+    rows = [
+        {"input": name, "digit": int(digit), "confidence": float(prob.max()), "true": truth}
+        for name, digit, prob, truth in zip(names, digits, probabilities, truths, strict=True)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'input':<28} {'digit':>5} {'confidence':>10} {'true':>5}")
+    for row in rows:
+        true = "" if row["true"] is None else str(row["true"])
+        click.echo(f"{row['input']:<28} {row['digit']:>5} {row['confidence']:>10.4f} {true:>5}")
+
+
+def mnist_range_bounds(spec: str, count: int) -> tuple[int, int]:
+    from serving.client import parse_index_range
+
+    start = parse_index_range(spec).start
+    return start, start + count
+
+
+def load_mnist_test(indices: slice):
+    """MNIST test images from the job's verified cache (no network)."""
+    from job.cli import DEFAULT_CACHE_DIR
+    from job.data import load_mnist
+    from job.errors import JobError
+
+    cache = Path(os.environ.get("MNIST_JOB_CACHE_DIR", DEFAULT_CACHE_DIR))
+    try:
+        arrays = load_mnist(None, cache, allow_network=False).arrays
+    except JobError as exc:
+        raise ServingError(f"--mnist-test: {exc}") from None
+    if indices.stop > len(arrays.x_test):
+        raise ServingError(f"--mnist-test: the test set has {len(arrays.x_test)} images")
+    return arrays.x_test[indices], arrays.y_test[indices]
+
+
+@main.command()
+@server_options
+@one_line_errors
+def status(rest, grpc_target, model, model_version, timeout):
+    """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
+    from serving import client
+
+    kind, target = pick_server(rest, grpc_target)
+    call = client.model_status_rest if kind == "rest" else client.model_status_grpc
+    click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
+
+
+@main.command()
+@server_options
+@one_line_errors
+def metadata(rest, grpc_target, model, model_version, timeout):
+    """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
+    from serving import client
+
+    kind, target = pick_server(rest, grpc_target)
+    call = client.model_metadata_rest if kind == "rest" else client.model_metadata_grpc
+    click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))

@@ -1,0 +1,148 @@
+"""The REST and gRPC clients end to end against the TF Serving stand-in (tests only)."""
+
+import json
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from click.testing import CliRunner
+
+from job import export
+from serving import client
+from serving import contract as c
+from serving.cli import main
+from tests.conftest import free_port
+from tests.tf_serving_standin import StandIn
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    with StandIn(trained_run["export_dir"]) as standin:
+        yield standin
+
+
+def test_rest_grpc_and_in_process_agree_exactly(server, trained_run, mnist):
+    pixels = mnist.x_test[:64]
+    rest = client.predict_rest(server.rest_url, pixels=pixels)
+    grpc_out = client.predict_grpc(server.grpc_target, pixels=pixels)
+    local_probs, local_digits = export.predict_with_export(trained_run["version_dir"], pixels)
+    np.testing.assert_array_equal(rest[c.OUTPUT_DIGIT], local_digits)
+    np.testing.assert_array_equal(grpc_out[c.OUTPUT_DIGIT], local_digits)
+    np.testing.assert_array_equal(grpc_out[c.OUTPUT_PROBABILITIES], local_probs)
+    np.testing.assert_allclose(rest[c.OUTPUT_PROBABILITIES], local_probs, rtol=1e-6)
+    assert np.mean(local_digits == mnist.y_test[:64]) > 0.85
+
+
+def test_png_bytes_and_pixels_give_the_same_digit(server, mnist):
+    pngs = [tf.io.encode_png(p[..., None]).numpy() for p in mnist.x_test[:16]]
+    for call, target in ((client.predict_rest, server.rest_url),
+                         (client.predict_grpc, server.grpc_target)):  # fmt: skip
+        by_png = call(target, image_bytes=pngs)
+        by_pixels = call(target, pixels=mnist.x_test[:16])
+        np.testing.assert_array_equal(by_png[c.OUTPUT_DIGIT], by_pixels[c.OUTPUT_DIGIT])
+
+
+def test_status_and_metadata(server):
+    for status in (client.model_status_rest(server.rest_url),
+                   client.model_status_grpc(server.grpc_target)):  # fmt: skip
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    for meta in (client.model_metadata_rest(server.rest_url),
+                 client.model_metadata_grpc(server.grpc_target)):  # fmt: skip
+        signatures = meta["metadata"]["signature_def"]["signatureDef"]
+        default = signatures[c.SIGNATURE_PIXELS]
+        assert set(default["outputs"]) == {c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT}
+        assert set(default["inputs"]) == {c.INPUT_PIXELS}
+        assert set(signatures[c.SIGNATURE_IMAGE_BYTES]["inputs"]) == {c.INPUT_IMAGE_BYTES}
+
+
+def test_rest_columnar_format(server, mnist):
+    body = {"signature_name": c.SIGNATURE_PIXELS, "inputs": mnist.x_test[:3].tolist()}
+    reply = requests.post(f"{server.rest_url}/v1/models/mnist:predict", json=body, timeout=10)
+    assert reply.status_code == 200
+    assert len(reply.json()["outputs"][c.OUTPUT_DIGIT]) == 3
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"{not json", 400),
+        (json.dumps({"instances": [[1, 2, 3]]}).encode(), 400),
+        (json.dumps({"nothing": 1}).encode(), 400),
+        (json.dumps({"signature_name": "nope", "instances": [[[0] * 28] * 28]}).encode(), 400),
+    ],
+)
+def test_standin_answers_bad_requests_with_tf_serving_errors(server, body, status):
+    reply = requests.post(f"{server.rest_url}/v1/models/mnist:predict", data=body, timeout=10)
+    assert reply.status_code == status
+    assert set(reply.json()) == {"error"}
+    assert client.model_status_rest(server.rest_url)  # still serving
+
+
+def test_unknown_model_and_version(server, mnist):
+    for call, target in ((client.predict_rest, server.rest_url),
+                         (client.predict_grpc, server.grpc_target)):  # fmt: skip
+        with pytest.raises(client.ServingError, match="not found|NOT_FOUND"):
+            call(target, "nosuchmodel", pixels=mnist.x_test[:1])
+        with pytest.raises(client.ServingError, match="not found|NOT_FOUND"):
+            call(target, pixels=mnist.x_test[:1], version=99)
+
+
+def test_server_down_is_one_clear_error(mnist):
+    port = free_port()
+    with pytest.raises(client.ServingError, match="cannot connect"):
+        client.predict_rest(f"http://127.0.0.1:{port}", pixels=mnist.x_test[:1], timeout=2)
+    with pytest.raises(client.ServingError, match="cannot connect|no answer"):
+        client.predict_grpc(f"127.0.0.1:{port}", pixels=mnist.x_test[:1], timeout=2)
+
+
+def test_bad_client_inputs(tmp_path):
+    with pytest.raises(client.ServingError, match="expected \\(28, 28\\)"):
+        client.check_pixels(np.zeros((2, 27, 28)), "x.npy")
+    with pytest.raises(client.ServingError, match="NaN"):
+        client.check_pixels(np.full((28, 28), np.nan), "x.npy")
+    with pytest.raises(client.ServingError, match="limit is 1024"):
+        client.check_batch(c.MAX_BATCH + 1)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(client.ServingError, match="not a PNG"):
+        client.read_image_bytes(text)
+
+
+def test_cli_classifies_digit_pngs_over_rest_and_grpc(server, mnist, tmp_path):
+    files = []
+    for i in range(8):
+        path = tmp_path / f"digit{i}.png"
+        path.write_bytes(tf.io.encode_png(mnist.x_test[i][..., None]).numpy())
+        files.append(str(path))
+    np.save(tmp_path / "batch.npy", mnist.x_test[8:12])
+    for flag, target in (("--rest", server.rest_url), ("--grpc", server.grpc_target)):
+        result = CliRunner().invoke(
+            main, ["predict", flag, target, "--json", *files, str(tmp_path / "batch.npy")]
+        )
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output)
+        assert len(rows) == 12
+        digits = [r["digit"] for r in rows]
+        assert np.mean(np.array(digits) == mnist.y_test[:12]) >= 0.8
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    port = free_port()
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 5)))
+    cases = [
+        (["predict", "--rest", f"http://127.0.0.1:{port}", str(bad)], "expected (28, 28)"),
+        (["predict", "--rest", f"http://127.0.0.1:{port}", "--mnist-test", "0:1"],
+         "cannot connect"),
+        (["predict", "--grpc", f"127.0.0.1:{port}", "--timeout", "1", "--mnist-test", "0:1"],
+         "127.0.0.1"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+    usage = CliRunner().invoke(main, ["predict", "--mnist-test", "0:1"])
+    assert usage.exit_code == 2 and "--rest" in usage.output
