@@ -24,10 +24,12 @@ ifeq ($(GPU),1)
 BASE_TAG := $(TF_VERSION)-gpu
 IMAGE_TAG := $(TF_VERSION)-gpu
 GPU_FLAGS := --gpus all
+GPU_ARGS := --device gpu
 else
 BASE_TAG := $(TF_VERSION)
 IMAGE_TAG := $(TF_VERSION)
 GPU_FLAGS :=
+GPU_ARGS :=
 endif
 RUN_ID := $(shell date -u +%Y%m%dT%H%M%SZ)
 
@@ -58,11 +60,11 @@ ifeq ($(RUNTIME),docker)
 	mkdir -p $(RUNS_DIR) $(MODELS_DIR) $(DATA_DIR)
 	docker run --rm $(GPU_FLAGS) --user $$(id -u):$$(id -g) \
 		-v $(DATA_DIR):/data -v $(RUNS_DIR):/app/runs -v $(MODELS_DIR):/app/models \
-		$(IMAGE):$(IMAGE_TAG) train --output-dir runs/$(RUN_ID) $(ARGS)
+		$(IMAGE):$(IMAGE_TAG) train --output-dir runs/$(RUN_ID) $(GPU_ARGS) $(ARGS)
 else
 	@echo "make train: running locally in $(VENV) (no Docker engine answered, or RUNTIME=local)"
 	@$(MAKE) --no-print-directory data
-	$(BIN)/python -m job train --output-dir $(RUNS_DIR)/$(RUN_ID) --export-dir $(MODELS_DIR)/mnist $(ARGS)
+	$(BIN)/python -m job train --output-dir $(RUNS_DIR)/$(RUN_ID) --export-dir $(MODELS_DIR)/mnist $(GPU_ARGS) $(ARGS)
 endif
 
 .PHONY: test

@@ -1,0 +1,31 @@
+# The batch job. CPU by default; the GPU image: --build-arg BASE_TAG=2.21.0-gpu (make train GPU=1).
+# The base tag's TensorFlow version must match tensorflow== in requirements.lock (a test checks).
+ARG BASE_TAG=2.21.0
+FROM tensorflow/tensorflow:${BASE_TAG}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MNIST_JOB_CACHE_DIR=/data \
+    KERAS_HOME=/tmp/keras \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+WORKDIR /app
+
+# The same hashed lock as the local virtualenv and CI, so all three run the same versions.
+COPY requirements.lock ./
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
+
+COPY job ./job
+COPY serving ./serving
+
+# Outputs: the MNIST cache, run directories and SavedModel exports; mount them from the host.
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin mnist \
+    && mkdir -p /data /app/runs /app/models \
+    && chown mnist /data /app/runs /app/models
+VOLUME ["/data", "/app/runs", "/app/models"]
+USER 1000
+
+ENTRYPOINT ["python", "-m", "job"]
+CMD ["train"]
