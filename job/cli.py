@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from job.config import DEVICES, DISTRIBUTE, RECIPES, JobConfig, TrainConfig, recipe_named
-from job.errors import EXIT_BAD_INPUT, JobError
+from job.errors import JobError
 
 log = logging.getLogger("job")
 
@@ -51,14 +51,29 @@ def expected_errors(command):
 
 def data_options(command):
     options = [
-        click.option("--data", "data_path", type=click.Path(path_type=Path),
-                     help="A Keras-format mnist.npz to use; no other source is tried."),
-        click.option("--cache-dir", type=click.Path(path_type=Path), envvar="MNIST_JOB_CACHE_DIR",
-                     default=DEFAULT_CACHE_DIR, show_default=True, show_envvar=True,
-                     help="Where verified MNIST is cached as mnist.npz."),
-        click.option("--offline", is_flag=True, envvar="MNIST_JOB_OFFLINE", show_envvar=True,
-                     help="Never use the network; only --data or the caches."),
-    ]  # fmt: skip
+        click.option(
+            "--data",
+            "data_path",
+            type=click.Path(path_type=Path),
+            help="A Keras-format mnist.npz to use; no other source is tried.",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path),
+            envvar="MNIST_JOB_CACHE_DIR",
+            default=DEFAULT_CACHE_DIR,
+            show_default=True,
+            show_envvar=True,
+            help="Where verified MNIST is cached as mnist.npz.",
+        ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            envvar="MNIST_JOB_OFFLINE",
+            show_envvar=True,
+            help="Never use the network; only --data or the caches.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -85,51 +100,113 @@ def fraction(ctx, param, value):
 
 
 @main.command()
-@click.option("--epochs", type=int, callback=positive,
-              help="Passes over the training data.  [default: 5; fast recipe: 12, early stopping]")
-@click.option("--batch-size", type=int, callback=positive,
-              help="Examples per step per replica.  [default: 32, the seed's; fast recipe: 128]")
-@click.option("--validation-split", type=float, callback=fraction,
-              help="Hold out this fraction of the training set for validation curves.  "
-                   "[default: 0, as the seed; fast recipe: 0.1]")
-@click.option("--recipe", type=click.Choice(RECIPES), default="default", show_default=True,
-              help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
-                   "batch 128, warm-up + cosine LR, 2-pixel shifts, early stopping.")
+@click.option(
+    "--epochs",
+    type=int,
+    callback=positive,
+    help="Passes over the training data.  [default: 5; fast recipe: 12, early stopping]",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    callback=positive,
+    help="Examples per step per replica.  [default: 32, the seed's; fast recipe: 128]",
+)
+@click.option(
+    "--validation-split",
+    type=float,
+    callback=fraction,
+    help="Hold out this fraction of the training set for validation curves.  "
+    "[default: 0, as the seed; fast recipe: 0.1]",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(RECIPES),
+    default="default",
+    show_default=True,
+    help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
+    "batch 128, warm-up + cosine LR, 2-pixel shifts, early stopping.",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="auto uses a GPU when TensorFlow sees one.")
-@click.option("--deterministic", is_flag=True,
-              help="Deterministic ops: bit-identical results for the same seed (slower).")
-@click.option("--mixed-precision", is_flag=True,
-              help="mixed_float16 compute (GPU); the softmax stays float32.")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="auto uses a GPU when TensorFlow sees one.",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Deterministic ops: bit-identical results for the same seed (slower).",
+)
+@click.option(
+    "--mixed-precision",
+    is_flag=True,
+    help="mixed_float16 compute (GPU); the softmax stays float32.",
+)
 @click.option("--jit/--no-jit", default=False, show_default=True, help="XLA-compile training.")
-@click.option("--steps-per-execution", type=int, callback=positive, default=32,
-              show_default=True, help="Training steps run per call into TensorFlow.")
-@click.option("--backup-every-steps", type=int, callback=positive,
-              help="Also back up every N steps, not only at each epoch's end.")
-@click.option("--distribute", type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
-              help="none, mirrored (GPUs of one machine), multi-worker (TF_CONFIG or Slurm).")
-@click.option("--output-dir", type=click.Path(path_type=Path),
-              help="Run directory.  [default: runs/<UTC timestamp>]")
+@click.option(
+    "--steps-per-execution",
+    type=int,
+    callback=positive,
+    default=32,
+    show_default=True,
+    help="Training steps run per call into TensorFlow.",
+)
+@click.option(
+    "--backup-every-steps",
+    type=int,
+    callback=positive,
+    help="Also back up every N steps, not only at each epoch's end.",
+)
+@click.option(
+    "--distribute",
+    type=click.Choice(DISTRIBUTE),
+    default="auto",
+    show_default=True,
+    help="none, mirrored (GPUs of one machine), multi-worker (TF_CONFIG or Slurm).",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    help="Run directory.  [default: runs/<UTC timestamp>]",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --output-dir.")
-@click.option("--export/--no-export", default=True, show_default=True,
-              help="Export a SavedModel for TensorFlow Serving.")
-@click.option("--export-dir", type=click.Path(path_type=Path), default=Path("models/mnist"),
-              show_default=True, help="Model base path; versions are numbered folders in it.")
-@click.option("--version", "export_version", type=int, callback=positive,
-              help="Export version number.  [default: next free]")
+@click.option(
+    "--export/--no-export",
+    default=True,
+    show_default=True,
+    help="Export a SavedModel for TensorFlow Serving.",
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(path_type=Path),
+    default=Path("models/mnist"),
+    show_default=True,
+    help="Model base path; versions are numbered folders in it.",
+)
+@click.option(
+    "--version",
+    "export_version",
+    type=int,
+    callback=positive,
+    help="Export version number.  [default: next free]",
+)
 @data_options
 @expected_errors
-def train(**opts) -> None:  # fmt: skip
+def train(**opts) -> None:
     """Train and evaluate the CNN; write metrics.json, figures, model.keras and the export."""
     from job.pipeline import run_training
 
     config = build_config(opts)
     report = run_training(config)
     if report:
-        click.echo(f"test accuracy {report['test']['accuracy']:.4f}  "
-                   f"loss {report['test']['loss']:.4f}  ->  {config.run_dir}")  # fmt: skip
+        click.echo(
+            f"test accuracy {report['test']['accuracy']:.4f}  "
+            f"loss {report['test']['loss']:.4f}  ->  {config.run_dir}"
+        )
 
 
 def build_config(opts: dict) -> JobConfig:
@@ -183,14 +260,29 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None
 
 
 @main.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True,
-              help="A finished run directory (holds model.keras).")
-@click.option("--export-dir", type=click.Path(path_type=Path), default=Path("models/mnist"),
-              show_default=True, help="Model base path; versions are numbered folders in it.")
-@click.option("--version", "export_version", type=int, callback=positive,
-              help="Export version number.  [default: next free]")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A finished run directory (holds model.keras).",
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(path_type=Path),
+    default=Path("models/mnist"),
+    show_default=True,
+    help="Model base path; versions are numbered folders in it.",
+)
+@click.option(
+    "--version",
+    "export_version",
+    type=int,
+    callback=positive,
+    help="Export version number.  [default: next free]",
+)
 @expected_errors
-def export(run_dir: Path, export_dir: Path, export_version: int | None) -> None:  # fmt: skip
+def export(run_dir: Path, export_dir: Path, export_version: int | None) -> None:
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving."""
     from job.export import export_for_serving
     from job.pipeline import load_trained_model
@@ -219,5 +311,3 @@ def report(paths: tuple[Path, ...], as_json: bool) -> None:
         return
     with pd.option_context("display.width", 200, "display.max_columns", None):
         click.echo(table.to_string(index=False))
-
-

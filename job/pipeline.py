@@ -59,7 +59,9 @@ def run_training(config: JobConfig) -> dict:
     dataset = load_data(config)
     arrays = dataset.arrays
     if t.limit is not None and t.limit > len(arrays.x_train):
-        raise JobError(f"--limit {t.limit} is larger than the {len(arrays.x_train)} training images")
+        raise JobError(
+            f"--limit {t.limit} is larger than the {len(arrays.x_train)} training images"
+        )
 
     # TensorFlow is imported only now, after the cheap checks, so bad input fails fast.
     from job import distribute, evaluate, export, model, plots, report, train
@@ -87,9 +89,14 @@ def run_training(config: JobConfig) -> dict:
         )
     work_dir = distribute.work_dir(config.run_dir, strategy)
     result = train.train_model(
-        net, train_ds, val_ds, t.epochs, work_dir, recipe.early_stopping_patience,
+        net,
+        train_ds,
+        val_ds,
+        t.epochs,
+        work_dir,
+        recipe.early_stopping_patience,
         t.backup_every_steps,
-    )  # fmt: skip
+    )
 
     test_loss, test_accuracy = evaluate.evaluate_model(net, x_test, arrays.y_test)
     probabilities = net.predict(x_test, batch_size=1024, verbose=0)
@@ -108,7 +115,9 @@ def run_training(config: JobConfig) -> dict:
         "predictions.png": plots.predictions_figure(
             arrays.x_test[picks], arrays.y_test[picks], probabilities[picks]
         ),
-        "confusion_matrix.png": plots.confusion_matrix_figure(np.array(metrics["confusion_matrix"])),
+        "confusion_matrix.png": plots.confusion_matrix_figure(
+            np.array(metrics["confusion_matrix"])
+        ),
     }
     for name, fig in figures.items():
         plots.save_figure(fig, config.run_dir / name)
@@ -119,8 +128,11 @@ def run_training(config: JobConfig) -> dict:
     summary = {
         "config": config.to_dict(),
         "environment": report.environment(device_info),
-        "data": {**dataset.describe(), "train_examples": len(x_fit),
-                 "validation_examples": len(validation[0]) if validation else 0},  # fmt: skip
+        "data": {
+            **dataset.describe(),
+            "train_examples": len(x_fit),
+            "validation_examples": len(validation[0]) if validation else 0,
+        },
         "model": {
             "name": net.name,
             "parameters": int(net.count_params()),
@@ -132,16 +144,22 @@ def run_training(config: JobConfig) -> dict:
             "resumed_from_epoch": result.resumed_from_epoch,
             "stopped_early_at": result.stopped_early_at,
         },
-        "test": {"loss": test_loss, **metrics, "accuracy": test_accuracy,
-                 "predicted_accuracy": metrics["accuracy"]},  # fmt: skip
+        "test": {
+            "loss": test_loss,
+            **metrics,
+            "accuracy": test_accuracy,
+            "predicted_accuracy": metrics["accuracy"],
+        },
     }
     export_path = None
     if config.export:
         export_path = export.export_for_serving(
-            net, config.export_dir, config.export_version,
+            net,
+            config.export_dir,
+            config.export_version,
             run_info={k: summary[k] for k in ("config", "data", "model")}
             | {"test": {"loss": test_loss, "accuracy": test_accuracy}},
-        )  # fmt: skip
+        )
     full = report.build_report(
         **summary,
         timings={
@@ -151,12 +169,19 @@ def run_training(config: JobConfig) -> dict:
             "median_epoch_seconds": median_epoch,
             "examples_per_second": len(x_fit) / median_epoch if median_epoch else 0.0,
         },
-        artifacts={"model": MODEL_FILENAME, "figures": list(FIGURES),
-                   "export": str(export_path) if export_path else None},  # fmt: skip
+        artifacts={
+            "model": MODEL_FILENAME,
+            "figures": list(FIGURES),
+            "export": str(export_path) if export_path else None,
+        },
     )
     report.write_report(config.run_dir, full)
-    log.info("test accuracy %.4f, loss %.4f; report in %s", test_accuracy, test_loss,
-             config.run_dir / report.REPORT_FILENAME)  # fmt: skip
+    log.info(
+        "test accuracy %.4f, loss %.4f; report in %s",
+        test_accuracy,
+        test_loss,
+        config.run_dir / report.REPORT_FILENAME,
+    )
     return full
 
 

@@ -26,8 +26,9 @@ def learning_curve_figure(history: pd.DataFrame, metric: str) -> Figure:
     frame[columns].rename(columns={metric: "train", f"val_{metric}": "validation"}).plot(
         ax=ax, marker="o", legend=True
     )
-    ax.set(title=TITLES.get(metric, f"{metric} vs Epochs"), xlabel="Epochs",
-           ylabel=metric.capitalize())  # fmt: skip
+    ax.set(
+        title=TITLES.get(metric, f"{metric} vs Epochs"), xlabel="Epochs", ylabel=metric.capitalize()
+    )
     ax.set_xticks(frame.index)
     ax.grid(alpha=0.3)
     return fig
@@ -64,13 +65,25 @@ def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
     shown = ax.imshow(matrix, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1))
     fig.colorbar(shown, ax=ax, label="Test images (log scale)")
     n = matrix.shape[0]
-    ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted digit", ylabel="True digit",
-           title=f"Confusion matrix ({matrix.trace()} of {matrix.sum()} correct)")  # fmt: skip
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xlabel="Predicted digit",
+        ylabel="True digit",
+        title=f"Confusion matrix ({matrix.trace()} of {matrix.sum()} correct)",
+    )
     threshold = matrix.max() / 4
     for (row, col), count in np.ndenumerate(matrix):
         if count:
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > threshold else "black")  # fmt: skip
+            ax.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > threshold else "black",
+            )
     return fig
 
 

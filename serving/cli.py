@@ -32,14 +32,24 @@ def one_line_errors(command):
 def server_options(command):
     options = [
         click.option("--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"),
-        click.option("--grpc", "grpc_target", metavar="HOST:PORT",
-                     help="gRPC address, e.g. localhost:8500"),
+        click.option(
+            "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
+        ),
         click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name."),
-        click.option("--version", "model_version", type=click.IntRange(min=1),
-                     help="Model version.  [default: the newest the server has]"),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
-                     show_default=True, help="Seconds before a request is given up."),
-    ]  # fmt: skip
+        click.option(
+            "--version",
+            "model_version",
+            type=click.IntRange(min=1),
+            help="Model version.  [default: the newest the server has]",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=10.0,
+            show_default=True,
+            help="Seconds before a request is given up.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -60,15 +70,20 @@ def main() -> None:
 @main.command()
 @server_options
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--mnist-test", "mnist_range", metavar="START:STOP",
-              help="Send MNIST test images by index (needs the data cache: make data).")
-@click.option("--invert", is_flag=True,
-              help="Images are dark digits on light paper: decode here and invert (MNIST is "
-                   "light on dark).")
+@click.option(
+    "--mnist-test",
+    "mnist_range",
+    metavar="START:STOP",
+    help="Send MNIST test images by index (needs the data cache: make data).",
+)
+@click.option(
+    "--invert",
+    is_flag=True,
+    help="Images are dark digits on light paper: decode here and invert (MNIST is light on dark).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
-def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range, invert,
-            as_json):  # fmt: skip
+def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range, invert, as_json):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
     import numpy as np
@@ -104,11 +119,25 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
     client.check_batch(len(names))
     results = []
     if encoded:
-        results.append(call(target, model, image_bytes=[raw for _, raw in encoded],
-                            version=model_version, timeout=timeout))  # fmt: skip
+        results.append(
+            call(
+                target,
+                model,
+                image_bytes=[raw for _, raw in encoded],
+                version=model_version,
+                timeout=timeout,
+            )
+        )
     if pixel_sets:
-        results.append(call(target, model, pixels=np.concatenate(pixel_sets),
-                            version=model_version, timeout=timeout))  # fmt: skip
+        results.append(
+            call(
+                target,
+                model,
+                pixels=np.concatenate(pixel_sets),
+                version=model_version,
+                timeout=timeout,
+            )
+        )
     probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
     digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
     rows = [

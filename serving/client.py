@@ -152,23 +152,23 @@ def predict_rest(
     try:
         rows = body["predictions"]
         return {
-            c.OUTPUT_PROBABILITIES: np.array(
-                [r[c.OUTPUT_PROBABILITIES] for r in rows], np.float32
-            ),
+            c.OUTPUT_PROBABILITIES: np.array([r[c.OUTPUT_PROBABILITIES] for r in rows], np.float32),
             c.OUTPUT_DIGIT: np.array([r[c.OUTPUT_DIGIT] for r in rows], np.int64),
         }
     except (KeyError, TypeError):
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
 
 
-def model_status_rest(base_url: str, model: str = c.MODEL_NAME, version: int | None = None,
-                      timeout: float = 10.0) -> dict:  # fmt: skip
+def model_status_rest(
+    base_url: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+) -> dict:
     """GET /v1/models/<model>[/versions/<v>]: the versions and their states."""
     return _rest_call("GET", _model_url(base_url, model, version), timeout)
 
 
-def model_metadata_rest(base_url: str, model: str = c.MODEL_NAME, version: int | None = None,
-                        timeout: float = 10.0) -> dict:  # fmt: skip
+def model_metadata_rest(
+    base_url: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+) -> dict:
     """GET .../metadata: the signatures, with their input and output names."""
     return _rest_call("GET", _model_url(base_url, model, version) + "/metadata", timeout)
 
@@ -181,8 +181,11 @@ def _grpc_stubs(hostport: str):
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     channel = grpc.insecure_channel(hostport)
-    return (channel, prediction_service_pb2_grpc.PredictionServiceStub(channel),
-            model_service_pb2_grpc.ModelServiceStub(channel))  # fmt: skip
+    return (
+        channel,
+        prediction_service_pb2_grpc.PredictionServiceStub(channel),
+        model_service_pb2_grpc.ModelServiceStub(channel),
+    )
 
 
 def _grpc_call(hostport: str, method, request, timeout: float):
@@ -243,12 +246,14 @@ def predict_grpc(
             for key in (c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT)
         }
     except (KeyError, ValueError):
-        raise ServingError(f"{hostport}: reply lacks outputs {c.OUTPUT_PROBABILITIES}, "
-                           f"{c.OUTPUT_DIGIT}") from None  # fmt: skip
+        raise ServingError(
+            f"{hostport}: reply lacks outputs {c.OUTPUT_PROBABILITIES}, {c.OUTPUT_DIGIT}"
+        ) from None
 
 
-def model_status_grpc(hostport: str, model: str = c.MODEL_NAME, version: int | None = None,
-                      timeout: float = 10.0) -> dict:  # fmt: skip
+def model_status_grpc(
+    hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+) -> dict:
     from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_status_pb2
 
@@ -259,8 +264,9 @@ def model_status_grpc(hostport: str, model: str = c.MODEL_NAME, version: int | N
     return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
 
-def model_metadata_grpc(hostport: str, model: str = c.MODEL_NAME, version: int | None = None,
-                        timeout: float = 10.0) -> dict:  # fmt: skip
+def model_metadata_grpc(
+    hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+) -> dict:
     """GetModelMetadata with the signature_def field; returns the SignatureDefMap as a dict."""
     from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_metadata_pb2

@@ -63,9 +63,20 @@ def trained_run(tmp_path_factory, mnist_path) -> dict:
     run_dir, export_dir = base / "run", base / "models" / "mnist"
     result = CliRunner().invoke(
         main,
-        ["train", "--data", str(mnist_path), "--limit", "12000", "--epochs", "1",
-         "--output-dir", str(run_dir), "--export-dir", str(export_dir)],
-    )  # fmt: skip
+        [
+            "train",
+            "--data",
+            str(mnist_path),
+            "--limit",
+            "12000",
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(run_dir),
+            "--export-dir",
+            str(export_dir),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return {"run_dir": run_dir, "export_dir": export_dir, "version_dir": export_dir / "1"}
 

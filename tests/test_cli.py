@@ -20,8 +20,7 @@ def run(*args):
 
 
 def train_args(data, run_dir, *extra):
-    return ["train", "--data", data, "--output-dir", run_dir, "--no-export", "--epochs", 2,
-            *extra]  # fmt: skip
+    return ["train", "--data", data, "--output-dir", run_dir, "--no-export", "--epochs", 2, *extra]
 
 
 def test_train_writes_a_valid_report_figures_and_model(tmp_path, synthetic_npz):
@@ -32,8 +31,12 @@ def test_train_writes_a_valid_report_figures_and_model(tmp_path, synthetic_npz):
     jsonschema.validate(report, load_schema())
     assert [e["epoch"] for e in report["training"]["history"]] == [1, 2]
     assert "val_accuracy" in report["training"]["history"][0]
-    assert report["data"] == report["data"] | {"source": "file", "train_examples": 480,
-                                               "validation_examples": 120, "test_examples": 200}
+    assert report["data"] == report["data"] | {
+        "source": "file",
+        "train_examples": 480,
+        "validation_examples": 120,
+        "test_examples": 200,
+    }
     assert report["model"]["parameters"] == 105_306
     assert report["config"]["train"]["epochs"] == 2
     assert report["environment"]["device"]["used"] == "cpu"
@@ -123,5 +126,6 @@ def test_limit_uses_a_subset(tmp_path, synthetic_npz):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["data"]["train_examples"] == 100
-    assert np.isclose(report["timings"]["examples_per_second"] * report["timings"][
-        "median_epoch_seconds"], 100)
+    assert np.isclose(
+        report["timings"]["examples_per_second"] * report["timings"]["median_epoch_seconds"], 100
+    )

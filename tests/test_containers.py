@@ -22,8 +22,9 @@ def locked_version(package: str) -> str:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint_passes(dockerfile):
-    done = subprocess.run([str(BIN / "hadolint"), str(REPO / dockerfile)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "hadolint"), str(REPO / dockerfile)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -43,8 +44,13 @@ def test_runs_as_non_root(dockerfile):
 
 
 def make_dry_run(*args) -> str:
-    return subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO,
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_make_train_in_docker_on_cpu():
@@ -61,8 +67,9 @@ def test_make_train_in_docker_on_gpu():
     out = make_dry_run("train", "RUNTIME=docker", "GPU=1", "ARGS=--epochs 10")
     assert "--build-arg BASE_TAG=2.21.0-gpu -t mnist-job:2.21.0-gpu" in out
     assert "docker run --rm --gpus all" in out
-    assert re.search(r"mnist-job:2.21.0-gpu train --output-dir runs/\S+ --device gpu --epochs 10",
-                     out)  # fmt: skip
+    assert re.search(
+        r"mnist-job:2.21.0-gpu train --output-dir runs/\S+ --device gpu --epochs 10", out
+    )
 
 
 def test_make_train_local_says_so():
@@ -83,11 +90,15 @@ def test_dockerignore_keeps_outputs_out():
 def test_model_config_parses_as_model_server_config():
     from tensorflow_serving.config import model_server_config_pb2
 
-    config = text_format.Parse((REPO / "serving/models.config").read_text(),
-                               model_server_config_pb2.ModelServerConfig())  # fmt: skip
+    config = text_format.Parse(
+        (REPO / "serving/models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
     (model,) = config.model_config_list.config
     assert (model.name, model.base_path, model.model_platform) == (
-        "mnist", "/models/mnist", "tensorflow")  # fmt: skip
+        "mnist",
+        "/models/mnist",
+        "tensorflow",
+    )
     assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
 
 
@@ -99,44 +110,62 @@ def mirrored_messages(file_name: str, messages: dict[str, list[tuple]]) -> dict:
     not ship: monitoring_config.proto and session_bundle_config.proto (BatchingParameters)."""
     from google.protobuf import wrappers_pb2
 
-    file = descriptor_pb2.FileDescriptorProto(name=f"mirror/{file_name}", package="mirror",
-                                              dependency=[wrappers_pb2.DESCRIPTOR.name])  # fmt: skip
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"mirror/{file_name}", package="mirror", dependency=[wrappers_pb2.DESCRIPTOR.name]
+    )
     for name, fields in messages.items():
         message = file.message_type.add(name=name)
         for field_name, number, kind, type_name in fields:
-            field = message.field.add(name=field_name, number=number, type=kind,
-                                      label=F.LABEL_OPTIONAL)  # fmt: skip
+            field = message.field.add(
+                name=field_name, number=number, type=kind, label=F.LABEL_OPTIONAL
+            )
             if type_name:
                 field.type_name = type_name
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(
-        wrappers_pb2.DESCRIPTOR.serialized_pb))  # fmt: skip
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
     pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"mirror.{name}"))
-            for name in messages}  # fmt: skip
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"mirror.{name}"))
+        for name in messages
+    }
 
 
 def test_monitoring_config_parses():
-    types = mirrored_messages("monitoring_config.proto", {
-        "PrometheusConfig": [("enable", 1, F.TYPE_BOOL, None), ("path", 2, F.TYPE_STRING, None)],
-        "MonitoringConfig": [("prometheus_config", 1, F.TYPE_MESSAGE, ".mirror.PrometheusConfig")],
-    })  # fmt: skip
-    config = text_format.Parse((REPO / "serving/monitoring.config").read_text(),
-                               types["MonitoringConfig"]())  # fmt: skip
+    types = mirrored_messages(
+        "monitoring_config.proto",
+        {
+            "PrometheusConfig": [
+                ("enable", 1, F.TYPE_BOOL, None),
+                ("path", 2, F.TYPE_STRING, None),
+            ],
+            "MonitoringConfig": [
+                ("prometheus_config", 1, F.TYPE_MESSAGE, ".mirror.PrometheusConfig")
+            ],
+        },
+    )
+    config = text_format.Parse(
+        (REPO / "serving/monitoring.config").read_text(), types["MonitoringConfig"]()
+    )
     assert config.prometheus_config.enable
     assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
 
 
 def test_batching_config_parses():
     wrapper = ".google.protobuf.Int64Value"
-    types = mirrored_messages("session_bundle_config.proto", {"BatchingParameters": [
-        ("max_batch_size", 1, F.TYPE_MESSAGE, wrapper),
-        ("batch_timeout_micros", 2, F.TYPE_MESSAGE, wrapper),
-        ("max_enqueued_batches", 3, F.TYPE_MESSAGE, wrapper),
-        ("num_batch_threads", 4, F.TYPE_MESSAGE, wrapper),
-    ]})  # fmt: skip
-    config = text_format.Parse((REPO / "serving/batching.config").read_text(),
-                               types["BatchingParameters"]())  # fmt: skip
+    types = mirrored_messages(
+        "session_bundle_config.proto",
+        {
+            "BatchingParameters": [
+                ("max_batch_size", 1, F.TYPE_MESSAGE, wrapper),
+                ("batch_timeout_micros", 2, F.TYPE_MESSAGE, wrapper),
+                ("max_enqueued_batches", 3, F.TYPE_MESSAGE, wrapper),
+                ("num_batch_threads", 4, F.TYPE_MESSAGE, wrapper),
+            ]
+        },
+    )
+    config = text_format.Parse(
+        (REPO / "serving/batching.config").read_text(), types["BatchingParameters"]()
+    )
     assert config.max_batch_size.value == 128
     assert 0 < config.batch_timeout_micros.value <= 10_000
 

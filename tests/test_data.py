@@ -168,9 +168,22 @@ def bad_npz(tmp_path, kind):
     raise AssertionError(kind)
 
 
-BAD_KINDS = ["missing file", "directory", "empty", "truncated", "not a zip", "corrupted",
-             "needs pickle", "missing array", "wrong shape", "label out of range",
-             "float labels", "nan pixels", "pixels over 255", "label count mismatch"]  # fmt: skip
+BAD_KINDS = [
+    "missing file",
+    "directory",
+    "empty",
+    "truncated",
+    "not a zip",
+    "corrupted",
+    "needs pickle",
+    "missing array",
+    "wrong shape",
+    "label out of range",
+    "float labels",
+    "nan pixels",
+    "pixels over 255",
+    "label count mismatch",
+]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
@@ -200,4 +213,3 @@ def test_cache_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         data.write_npz_atomic(arrays, target)
     assert list(tmp_path.iterdir()) == []
-

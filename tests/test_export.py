@@ -20,8 +20,12 @@ pytestmark = pytest.mark.integration
 
 def test_saved_model_cli_shows_both_signatures_with_named_outputs(trained_run):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    shown = subprocess.run([cli, "show", "--all", "--dir", str(trained_run["version_dir"])],
-                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    shown = subprocess.run(
+        [cli, "show", "--all", "--dir", str(trained_run["version_dir"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for signature in (c.SIGNATURE_PIXELS, c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES):
         assert f"signature_def['{signature}']" in shown
     assert f"inputs['{c.INPUT_PIXELS}'] tensor_info:\n        dtype: DT_UINT8" in shown
@@ -46,13 +50,15 @@ def test_float_and_image_signatures_agree_with_pixels(trained_run, mnist):
     pixels = mnist.x_test[:16]
     by_uint8 = loaded.signatures[c.SIGNATURE_PIXELS](images=tf.constant(pixels))
     by_float = loaded.signatures[c.SIGNATURE_PIXELS_FLOAT](
-        images=tf.constant(pixels.astype(np.float32)))
+        images=tf.constant(pixels.astype(np.float32))
+    )
     pngs = [tf.io.encode_png(p[..., None]).numpy() for p in pixels]
     by_png = loaded.signatures[c.SIGNATURE_IMAGE_BYTES](image_bytes=tf.constant(pngs))
     for out in (by_float, by_png):
         np.testing.assert_array_equal(out[c.OUTPUT_DIGIT], by_uint8[c.OUTPUT_DIGIT])
-        np.testing.assert_allclose(out[c.OUTPUT_PROBABILITIES],
-                                   by_uint8[c.OUTPUT_PROBABILITIES], atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            out[c.OUTPUT_PROBABILITIES], by_uint8[c.OUTPUT_PROBABILITIES], atol=1e-6
+        )
 
 
 def test_image_signature_resizes_other_sizes(trained_run, mnist):

@@ -29,8 +29,14 @@ def test_layer_settings(model):
 def test_shapes_and_parameter_count(model):
     assert model.input_shape == (None, 28, 28, 1)
     shapes = [tuple(layer.output.shape) for layer in model.layers]
-    assert shapes == [(None, 28, 28, 8), (None, 14, 14, 8), (None, 1568), (None, 64),
-                      (None, 64), (None, 10)]  # fmt: skip
+    assert shapes == [
+        (None, 28, 28, 8),
+        (None, 14, 14, 8),
+        (None, 1568),
+        (None, 64),
+        (None, 64),
+        (None, 10),
+    ]
     assert model.count_params() == 105_306
 
 
@@ -40,6 +46,9 @@ def test_compiled_as_the_seed(model):
     defaults = keras.optimizers.Adam()
     assert float(optimizer.learning_rate) == pytest.approx(float(defaults.learning_rate))
     assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (
-        defaults.beta_1, defaults.beta_2, defaults.epsilon)  # fmt: skip
+        defaults.beta_1,
+        defaults.beta_2,
+        defaults.epsilon,
+    )
     assert model.loss == "sparse_categorical_crossentropy"
     assert "accuracy" in [m for m in model._compile_config.config["metrics"]]

@@ -38,19 +38,25 @@ def test_rest_grpc_and_in_process_agree_exactly(server, trained_run, mnist):
 
 def test_png_bytes_and_pixels_give_the_same_digit(server, mnist):
     pngs = [tf.io.encode_png(p[..., None]).numpy() for p in mnist.x_test[:16]]
-    for call, target in ((client.predict_rest, server.rest_url),
-                         (client.predict_grpc, server.grpc_target)):  # fmt: skip
+    for call, target in (
+        (client.predict_rest, server.rest_url),
+        (client.predict_grpc, server.grpc_target),
+    ):
         by_png = call(target, image_bytes=pngs)
         by_pixels = call(target, pixels=mnist.x_test[:16])
         np.testing.assert_array_equal(by_png[c.OUTPUT_DIGIT], by_pixels[c.OUTPUT_DIGIT])
 
 
 def test_status_and_metadata(server):
-    for status in (client.model_status_rest(server.rest_url),
-                   client.model_status_grpc(server.grpc_target)):  # fmt: skip
+    for status in (
+        client.model_status_rest(server.rest_url),
+        client.model_status_grpc(server.grpc_target),
+    ):
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
-    for meta in (client.model_metadata_rest(server.rest_url),
-                 client.model_metadata_grpc(server.grpc_target)):  # fmt: skip
+    for meta in (
+        client.model_metadata_rest(server.rest_url),
+        client.model_metadata_grpc(server.grpc_target),
+    ):
         signatures = meta["metadata"]["signature_def"]["signatureDef"]
         default = signatures[c.SIGNATURE_PIXELS]
         assert set(default["outputs"]) == {c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT}
@@ -82,8 +88,10 @@ def test_standin_answers_bad_requests_with_tf_serving_errors(server, body, statu
 
 
 def test_unknown_model_and_version(server, mnist):
-    for call, target in ((client.predict_rest, server.rest_url),
-                         (client.predict_grpc, server.grpc_target)):  # fmt: skip
+    for call, target in (
+        (client.predict_rest, server.rest_url),
+        (client.predict_grpc, server.grpc_target),
+    ):
         with pytest.raises(client.ServingError, match="not found|NOT_FOUND"):
             call(target, "nosuchmodel", pixels=mnist.x_test[:1])
         with pytest.raises(client.ServingError, match="not found|NOT_FOUND"):
@@ -135,11 +143,15 @@ def test_cli_errors_are_one_line(tmp_path):
     np.save(bad, np.zeros((3, 5)))
     cases = [
         (["predict", "--rest", f"http://127.0.0.1:{port}", str(bad)], "expected (28, 28)"),
-        (["predict", "--rest", f"http://127.0.0.1:{port}", "--mnist-test", "0:1"],
-         "cannot connect"),
-        (["predict", "--grpc", f"127.0.0.1:{port}", "--timeout", "1", "--mnist-test", "0:1"],
-         "127.0.0.1"),
-    ]  # fmt: skip
+        (
+            ["predict", "--rest", f"http://127.0.0.1:{port}", "--mnist-test", "0:1"],
+            "cannot connect",
+        ),
+        (
+            ["predict", "--grpc", f"127.0.0.1:{port}", "--timeout", "1", "--mnist-test", "0:1"],
+            "127.0.0.1",
+        ),
+    ]
     for args, message in cases:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, result.output

@@ -7,7 +7,8 @@ PredictionService and ModelService, built on the real generated stubs from
 tensorflow-serving-api. It is not a server to deploy: use the real container
 (``make serve``; see the README).
 
-    python -m tests.tf_serving_standin --model-base-path models/mnist --rest-port 8501 --grpc-port 8500
+    python -m tests.tf_serving_standin --model-base-path models/mnist \
+        --rest-port 8501 --grpc-port 8500
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ from tensorflow_serving.apis import (
 
 
 class RequestError(Exception):
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST,
-                 code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):  # fmt: skip
+    def __init__(
+        self,
+        message: str,
+        status: HTTPStatus = HTTPStatus.BAD_REQUEST,
+        code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -64,20 +69,26 @@ class LoadedModels:
 
     def resolve(self, name: str, version: int | None) -> int:
         if name != self.name:
-            raise RequestError(f"Servable not found for request: Latest({name})",
-                               HTTPStatus.NOT_FOUND, grpc.StatusCode.NOT_FOUND)  # fmt: skip
+            raise RequestError(
+                f"Servable not found for request: Latest({name})",
+                HTTPStatus.NOT_FOUND,
+                grpc.StatusCode.NOT_FOUND,
+            )
         if version is None:
             return max(self.versions)
         if version not in self.versions:
-            raise RequestError(f"Servable not found for request: Specific({name}, {version})",
-                               HTTPStatus.NOT_FOUND, grpc.StatusCode.NOT_FOUND)  # fmt: skip
+            raise RequestError(
+                f"Servable not found for request: Specific({name}, {version})",
+                HTTPStatus.NOT_FOUND,
+                grpc.StatusCode.NOT_FOUND,
+            )
         return version
 
     def signature(self, version: int, signature_name: str):
         signatures = self.versions[version].signatures
         name = signature_name or "serving_default"
         if name not in signatures:
-            raise RequestError(f"Serving signature name: \"{name}\" not found in signature def")
+            raise RequestError(f'Serving signature name: "{name}" not found in signature def')
         return signatures[name]
 
     def run(self, version: int, signature_name: str, inputs: dict[str, np.ndarray]) -> dict:
@@ -92,11 +103,11 @@ class LoadedModels:
             try:
                 tensors[key] = tf.constant(inputs[key], dtype=spec.dtype)
             except (TypeError, ValueError) as exc:
-                raise RequestError(f"input {key}: cannot convert to {spec.dtype.name}: {exc}")
-            if not spec.shape.is_compatible_with(tensors[key].shape):
                 raise RequestError(
-                    f"input {key}: shape {tensors[key].shape} is not {spec.shape}"
-                )
+                    f"input {key}: cannot convert to {spec.dtype.name}: {exc}"
+                ) from None
+            if not spec.shape.is_compatible_with(tensors[key].shape):
+                raise RequestError(f"input {key}: shape {tensors[key].shape} is not {spec.shape}")
         try:
             with self.lock:
                 outputs = fn(**tensors)
@@ -107,8 +118,14 @@ class LoadedModels:
     def status(self, name: str, version: int | None) -> list[dict]:
         versions = [self.resolve(name, version)] if version is not None else sorted(self.versions)
         self.resolve(name, None)
-        return [{"version": str(v), "state": "AVAILABLE",
-                 "status": {"error_code": "OK", "error_message": ""}} for v in versions]  # fmt: skip
+        return [
+            {
+                "version": str(v),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            for v in versions
+        ]
 
 
 # --------------------------------------------------------------------------- REST
@@ -150,8 +167,7 @@ def rest_predict(models: LoadedModels, name: str, version: int | None, body: byt
         else:
             raise RequestError("instances must be objects naming each input")
         outputs = models.run(version, request.get("signature_name", ""), inputs)
-        rows = [{k: _json_ready(v)[i] for k, v in outputs.items()}
-                for i in range(len(instances))]  # fmt: skip
+        rows = [{k: _json_ready(v)[i] for k, v in outputs.items()} for i in range(len(instances))]
         return {"predictions": rows}
     columns = request["inputs"]
     if not isinstance(columns, dict):
@@ -174,8 +190,10 @@ def rest_metadata(models: LoadedModels, name: str, version: int | None) -> dict:
     }
 
 
-URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-                 r"(?P<suffix>/metadata|:predict)?$")  # fmt: skip
+URL = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
+    r"(?P<suffix>/metadata|:predict)?$"
+)
 
 
 def make_rest_handler(models: LoadedModels):
@@ -199,8 +217,9 @@ def make_rest_handler(models: LoadedModels):
             body = self.rfile.read(length) if length else b""
             try:
                 if not match:
-                    raise RequestError(f"Malformed request: {method} {self.path}",
-                                       HTTPStatus.NOT_FOUND)  # fmt: skip
+                    raise RequestError(
+                        f"Malformed request: {method} {self.path}", HTTPStatus.NOT_FOUND
+                    )
                 name, suffix = match["name"], match["suffix"]
                 version = int(match["version"]) if match["version"] else None
                 if method == "POST" and suffix == ":predict":
@@ -208,11 +227,13 @@ def make_rest_handler(models: LoadedModels):
                 elif method == "GET" and suffix == "/metadata":
                     self._reply(HTTPStatus.OK, rest_metadata(models, name, version))
                 elif method == "GET" and suffix is None:
-                    self._reply(HTTPStatus.OK,
-                                {"model_version_status": models.status(name, version)})  # fmt: skip
+                    self._reply(
+                        HTTPStatus.OK, {"model_version_status": models.status(name, version)}
+                    )
                 else:
-                    raise RequestError(f"Malformed request: {method} {self.path}",
-                                       HTTPStatus.NOT_FOUND)  # fmt: skip
+                    raise RequestError(
+                        f"Malformed request: {method} {self.path}", HTTPStatus.NOT_FOUND
+                    )
             except RequestError as exc:
                 self._reply(exc.status, {"error": str(exc)})
             except Exception as exc:  # the stand-in answers, it never dies on a request
@@ -259,8 +280,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except RequestError as exc:
             context.abort(exc.code, str(exc))
         if list(request.metadata_field) != ["signature_def"]:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "Metadata field signature_def is the only one supported")  # fmt: skip
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "Metadata field signature_def is the only one supported",
+            )
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, value in self.models.signature_defs[version].items():
             signature_map.signature_def[key].CopyFrom(value)
@@ -294,8 +317,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 class StandIn:
     """Both servers on 127.0.0.1, in threads; ``with StandIn(...) as s:`` stops them after."""
 
-    def __init__(self, model_base_path: Path, name: str = "mnist", rest_port: int = 0,
-                 grpc_port: int = 0):  # fmt: skip
+    def __init__(
+        self, model_base_path: Path, name: str = "mnist", rest_port: int = 0, grpc_port: int = 0
+    ):
         self.models = LoadedModels(name, Path(model_base_path))
         self.http = ThreadingHTTPServer(("127.0.0.1", rest_port), make_rest_handler(self.models))
         self.rest_url = f"http://127.0.0.1:{self.http.server_address[1]}"
@@ -335,8 +359,10 @@ def main() -> None:
     args = parser.parse_args()
     server = StandIn(args.model_base_path, args.model_name, args.rest_port, args.grpc_port)
     server.start()
-    print(f"stand-in serving {args.model_name}: REST {server.rest_url}, gRPC {server.grpc_target}",
-          flush=True)  # fmt: skip
+    print(
+        f"stand-in serving {args.model_name}: REST {server.rest_url}, gRPC {server.grpc_target}",
+        flush=True,
+    )
     threading.Event().wait()
 
 

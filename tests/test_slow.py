@@ -1,0 +1,37 @@
+"""Training on the full real MNIST through the CLI (slow; CI still runs it)."""
+
+import json
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from job.cli import main
+from job.report import load_schema
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_epoch_on_full_mnist_reaches_97_percent(tmp_path, mnist_path):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(mnist_path),
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(run_dir),
+            "--no-export",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "metrics.json").read_text())
+    jsonschema.validate(report, load_schema())
+    assert report["data"]["train_examples"] == 60000 and report["data"]["canonical_mnist"]
+    assert report["test"]["accuracy"] >= 0.97
+    assert sum(c["support"] for c in report["test"]["per_class"]) == 10000
+    for name in ("accuracy.png", "loss.png", "predictions.png", "confusion_matrix.png"):
+        assert (run_dir / name).stat().st_size > 10_000
