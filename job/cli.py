@@ -156,12 +156,6 @@ def fraction(ctx, param, value):
     help="Training steps run per call into TensorFlow.",
 )
 @click.option(
-    "--backup-every-steps",
-    type=int,
-    callback=positive,
-    help="Also back up every N steps, not only at each epoch's end.",
-)
-@click.option(
     "--distribute",
     type=click.Choice(DISTRIBUTE),
     default="auto",
@@ -237,7 +231,6 @@ def build_config(opts: dict) -> JobConfig:
             mixed_precision=opts["mixed_precision"],
             jit=opts["jit"],
             steps_per_execution=opts["steps_per_execution"],
-            backup_every_steps=opts["backup_every_steps"],
             distribute=opts["distribute"],
         ),
     )

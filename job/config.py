@@ -46,7 +46,6 @@ class TrainConfig:
     mixed_precision: bool
     jit: bool
     steps_per_execution: int
-    backup_every_steps: int | None
     distribute: str
 
 

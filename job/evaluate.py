@@ -13,6 +13,26 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: in
     return float(loss), float(accuracy)
 
 
+def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Probabilities from plain model calls, for strategies where model.predict cannot run."""
+    return np.concatenate(
+        [
+            np.asarray(model(images[i : i + batch_size], training=False), np.float32)
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, epsilon: float = 1e-7) -> float:
+    """Mean sparse categorical cross-entropy, clipped as Keras clips it."""
+    picked = np.clip(y_prob[np.arange(len(y_prob)), np.asarray(y_true, np.int64)], epsilon, 1.0)
+    return float(-np.mean(np.log(picked)))
+
+
+def accuracy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    return float(np.mean(np.argmax(y_prob, axis=1) == np.asarray(y_true)))
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES):
     """Rows are true digits, columns predicted digits."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILENAME = "model.keras"
 FIGURES = ("accuracy.png", "loss.png", "predictions.png", "confusion_matrix.png")
+STAGING_DIRNAME = ".staging"
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -64,10 +65,14 @@ def run_training(config: JobConfig) -> dict:
         )
 
     # TensorFlow is imported only now, after the cheap checks, so bad input fails fast.
-    from job import distribute, evaluate, export, model, plots, report, train
+    from job import distribute, evaluate, export, model, report, train
 
-    device_info = train.configure_device(t.device, t.mixed_precision, t.deterministic, t.seed)
+    used = train.select_device(t.device)
+    # A multi-worker strategy must exist before anything starts TensorFlow's runtime.
     strategy_info, strategy = distribute.make_strategy(t.distribute, t.batch_size)
+    device_info = train.configure_runtime(
+        t.device, used, t.mixed_precision, t.deterministic, t.seed
+    )
     x_train, x_test = data_stage.scale_mnist_data(arrays.x_train[: t.limit], arrays.x_test)
     x_train, x_test = data_stage.add_channel_axis(x_train), data_stage.add_channel_axis(x_test)
     (x_fit, y_fit), validation = train.split_validation(
@@ -88,40 +93,36 @@ def run_training(config: JobConfig) -> dict:
             jit_compile=t.jit,
         )
     work_dir = distribute.work_dir(config.run_dir, strategy)
-    result = train.train_model(
-        net,
-        train_ds,
-        val_ds,
-        t.epochs,
-        work_dir,
-        recipe.early_stopping_patience,
-        t.backup_every_steps,
-    )
-
-    test_loss, test_accuracy = evaluate.evaluate_model(net, x_test, arrays.y_test)
-    probabilities = net.predict(x_test, batch_size=1024, verbose=0)
+    if distribute.is_multi_worker(strategy):
+        result = distribute.train_multi_worker(
+            strategy, net, train_ds, t.epochs, config.run_dir, work_dir, global_batch
+        )
+        # Keras' evaluate and predict share fit's trouble under this strategy; a plain
+        # batched call gives the same numbers.
+        probabilities = evaluate.predict_in_batches(net, x_test)
+        test_loss = evaluate.cross_entropy(arrays.y_test, probabilities)
+        test_accuracy = evaluate.accuracy(arrays.y_test, probabilities)
+    else:
+        result = train.train_model(
+            net,
+            train_ds,
+            val_ds,
+            t.epochs,
+            work_dir,
+            recipe.early_stopping_patience,
+        )
+        test_loss, test_accuracy = evaluate.evaluate_model(net, x_test, arrays.y_test)
+        probabilities = net.predict(x_test, batch_size=1024, verbose=0)
     metrics = evaluate.compute_metrics(arrays.y_test, probabilities)
 
     if not distribute.is_chief(strategy):
         distribute.cleanup_worker_dir(work_dir, config.run_dir)
         return {}
 
-    history = pd.DataFrame(result.history)
-    rng = np.random.default_rng(t.seed)
-    picks = rng.choice(len(x_test), 4, replace=False)
-    figures = {
-        "accuracy.png": plots.learning_curve_figure(history, "accuracy"),
-        "loss.png": plots.learning_curve_figure(history, "loss"),
-        "predictions.png": plots.predictions_figure(
-            arrays.x_test[picks], arrays.y_test[picks], probabilities[picks]
-        ),
-        "confusion_matrix.png": plots.confusion_matrix_figure(
-            np.array(metrics["confusion_matrix"])
-        ),
-    }
-    for name, fig in figures.items():
-        plots.save_figure(fig, config.run_dir / name)
-    save_model_atomic(net, config.run_dir / MODEL_FILENAME)
+    staging = config.run_dir / STAGING_DIRNAME
+    shutil.rmtree(staging, ignore_errors=True)  # left by a crash: never half of a run
+    write_figures(staging, result.history, arrays, probabilities, metrics, t.seed)
+    save_model_atomic(net, staging / MODEL_FILENAME)
 
     epoch_seconds = [e["seconds"] for e in result.history]
     median_epoch = statistics.median(epoch_seconds)
@@ -175,6 +176,7 @@ def run_training(config: JobConfig) -> dict:
             "export": str(export_path) if export_path else None,
         },
     )
+    commit_outputs(staging, config.run_dir)
     report.write_report(config.run_dir, full)
     log.info(
         "test accuracy %.4f, loss %.4f; report in %s",
@@ -183,6 +185,40 @@ def run_training(config: JobConfig) -> dict:
         config.run_dir / report.REPORT_FILENAME,
     )
     return full
+
+
+def write_figures(out_dir: Path, history: list[dict], arrays, probabilities, metrics, seed):
+    from job import plots
+
+    frame = pd.DataFrame(history)
+    picks = np.random.default_rng(seed).choice(len(arrays.x_test), 4, replace=False)
+    figures = {
+        "accuracy.png": plots.learning_curve_figure(frame, "accuracy"),
+        "loss.png": plots.learning_curve_figure(frame, "loss"),
+        "predictions.png": plots.predictions_figure(
+            arrays.x_test[picks], arrays.y_test[picks], probabilities[picks]
+        ),
+        "confusion_matrix.png": plots.confusion_matrix_figure(
+            np.array(metrics["confusion_matrix"])
+        ),
+    }
+    for name, fig in figures.items():
+        plots.save_figure(fig, out_dir / name)
+
+
+def commit_outputs(staging: Path, run_dir: Path) -> None:
+    """Move a complete set of staged outputs into the run directory.
+
+    Everything is first written to ``staging``, so a crash before this point leaves an
+    earlier finished run untouched. The old report goes first and the new one is written
+    after the moves: a report never sits beside files it does not describe.
+    """
+    from job.report import REPORT_FILENAME
+
+    (run_dir / REPORT_FILENAME).unlink(missing_ok=True)
+    for path in sorted(staging.iterdir()):
+        path.replace(run_dir / path.name)
+    staging.rmdir()
 
 
 def save_model_atomic(net, path: Path) -> None:

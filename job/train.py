@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
@@ -28,10 +29,10 @@ HISTORY_FILENAME = "history.json"
 # --------------------------------------------------------------------------- devices
 
 
-def configure_device(device: str, mixed_precision: bool, deterministic: bool, seed: int) -> dict:
-    """Pick CPU or GPU, seed everything and set the precision policy, before TF starts work.
+def select_device(device: str) -> str:
+    """Make only the chosen device kind visible; returns "cpu" or "gpu".
 
-    Returns what was chosen, for the report.
+    Touches no TensorFlow context, so a multi-worker strategy can still be created after.
 
     Raises:
         JobError: ``device == "gpu"`` and no GPU is visible.
@@ -41,20 +42,26 @@ def configure_device(device: str, mixed_precision: bool, deterministic: bool, se
         raise JobError("--device gpu: no GPU is visible to TensorFlow (try --device auto or cpu)")
     if device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
-    used = "gpu" if gpus and device != "cpu" else "cpu"
+    return "gpu" if gpus and device != "cpu" else "cpu"
+
+
+def configure_runtime(
+    requested: str, used: str, mixed_precision: bool, deterministic: bool, seed: int
+) -> dict:
+    """Seed everything, set the precision policy and determinism; returns the report's view."""
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     build = tf.sysconfig.get_build_info()
+    gpus = tf.config.list_physical_devices("GPU") if used == "gpu" else []
     return {
-        "requested": device,
+        "requested": requested,
         "used": used,
         "logical_devices": [d.name for d in tf.config.list_logical_devices()],
         "gpus": [
-            tf.config.experimental.get_device_details(g).get("device_name", g.name)
-            for g in (gpus if used == "gpu" else [])
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
         ],
         "cuda_version": build.get("cuda_version"),
         "cudnn_version": build.get("cudnn_version"),
@@ -161,11 +168,55 @@ class EpochLog(keras.callbacks.Callback):
         return [{"epoch": e + 1, **self.epochs[e]} for e in range(epochs)]
 
 
+class EpochBackup(keras.callbacks.Callback):
+    """Saves model and optimizer state after every epoch, atomically, to resume from.
+
+    Keras' BackupAndRestore writes its files in place: a SIGKILL while it writes leaves a
+    truncated file that the next run cannot open (our resume test caught exactly that). Here
+    each backup is a complete ``.keras`` file written under a temporary name and renamed to
+    ``epoch-NNNN.keras``, so the newest backup is always whole.
+    """
+
+    def __init__(self, backup_dir: Path):
+        super().__init__()
+        self.backup_dir = backup_dir
+
+    def _backups(self) -> list[Path]:
+        return sorted(self.backup_dir.glob("epoch-*.keras"))
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the newest backup into ``model``; returns how many epochs it had finished."""
+        backups = self._backups()
+        if not backups:
+            return 0
+        saved = keras.models.load_model(backups[-1], safe_mode=True)
+        model.set_weights(saved.get_weights())
+        model.optimizer.build(model.trainable_variables)
+        for target, source in zip(
+            model.optimizer.variables, saved.optimizer.variables, strict=True
+        ):
+            target.assign(source)
+        return int(backups[-1].stem.split("-")[1])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        final = self.backup_dir / f"epoch-{epoch + 1:04d}.keras"
+        tmp = self.backup_dir / f".{final.stem}.tmp.keras"
+        self.model.save(tmp)
+        tmp.replace(final)
+        for older in self._backups():
+            if older != final:
+                older.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)  # finished: nothing to resume
+
+
 class PreemptionGuard(keras.callbacks.Callback):
     """On SIGTERM, stop at the next batch without finishing the epoch.
 
     It raises rather than setting ``stop_training``: a stopped ``fit`` still ends the epoch,
-    and BackupAndRestore would then record a half-trained epoch as done.
+    and the backup would then record a half-trained epoch as done.
     """
 
     def __init__(self):
@@ -206,7 +257,6 @@ def train_model(
     epochs: int,
     run_dir: Path,
     early_stopping_patience: int | None = None,
-    backup_every_steps: int | None = None,
     verbose: int | None = None,
 ) -> TrainResult:
     """Fit ``model``, resuming from ``run_dir/backup`` if an earlier run was cut off.
@@ -218,12 +268,8 @@ def train_model(
         verbose = 1 if sys.stdout.isatty() else 2  # a bar on a terminal, a line per epoch in logs
     epoch_log = EpochLog(run_dir / HISTORY_FILENAME)
     guard = PreemptionGuard()
-    backup = keras.callbacks.BackupAndRestore(
-        backup_dir=str(run_dir / BACKUP_DIRNAME),
-        save_freq=backup_every_steps or "epoch",
-        delete_checkpoint=True,
-    )
-    # EpochLog runs before BackupAndRestore: a crash between the two re-runs the epoch and
+    backup = EpochBackup(run_dir / BACKUP_DIRNAME)
+    # EpochLog runs before the backup: a crash between the two re-runs the epoch and
     # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
     callbacks: list[keras.callbacks.Callback] = [guard, epoch_log, backup]
     stopper = None
@@ -232,14 +278,15 @@ def train_model(
             monitor="val_accuracy", patience=early_stopping_patience, restore_best_weights=True
         )
         callbacks.append(stopper)
-    resumed_from = len([e for e in epoch_log.epochs if e < epochs]) if backup_exists(run_dir) else 0
+    resumed_from = backup.restore(model)
     if resumed_from:
-        log.info("resuming from the backup in %s", run_dir / BACKUP_DIRNAME)
+        log.info("resuming after epoch %d from %s", resumed_from, run_dir / BACKUP_DIRNAME)
     guard.install()
     started = time.perf_counter()
     try:
         model.fit(
             train_ds,
+            initial_epoch=resumed_from,
             validation_data=val_ds,
             epochs=epochs,
             shuffle=False,
@@ -256,11 +303,6 @@ def train_model(
         resumed_from_epoch=resumed_from,
         stopped_early_at=stopped_at,
     )
-
-
-def backup_exists(run_dir: Path) -> bool:
-    backup_dir = run_dir / BACKUP_DIRNAME
-    return backup_dir.is_dir() and any(backup_dir.iterdir())
 
 
 def steps_per_epoch(examples: int, batch_size: int) -> int:

@@ -1,0 +1,207 @@
+"""Benchmark: the seed notebook's code path against the job's training, plus inference.
+
+    make bench                      # or: .venv/bin/python bench/bench.py [--quick]
+
+Every training run is a fresh subprocess (so peak memory is its own), and the seed and job
+runs alternate so that drift in the machine's speed hits both alike. Prints tables; it is
+a script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MNIST_JOB_CACHE_DIR", REPO / "data")) / "mnist.npz"
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def seed_worker(epochs: int) -> dict:
+    """The notebook's cells, as written: float64 arrays, model.fit at batch 32."""
+    import numpy as np
+
+    from job.data import read_npz
+    from job.model import get_model
+
+    arrays = read_npz(DATA)
+    train_images = arrays.x_train / 255  # the seed's scale_mnist_data: float64
+    test_images = arrays.x_test / 255
+    train_images, test_images = train_images[..., np.newaxis], test_images[..., np.newaxis]
+    model = get_model(train_images[0].shape)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    seconds = []
+
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.start)
+
+    model.fit(train_images, arrays.y_train, epochs=epochs, verbose=0, callbacks=[Timer()])
+    _, accuracy = model.evaluate(test_images, arrays.y_test, verbose=0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"epoch_seconds": seconds, "test_accuracy": float(accuracy), "peak_rss_mb": peak_mb}
+
+
+def job_worker(args: list[str]) -> dict:
+    """The job itself, through its CLI; figures come from its metrics report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "job", "train", "--data", str(DATA),
+               "--output-dir", f"{tmp}/run", "--export-dir", f"{tmp}/models", *args]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
+        report = json.loads(Path(f"{tmp}/run/metrics.json").read_text())
+        out = {
+            "epoch_seconds": report["timings"]["epoch_seconds"],
+            "train_seconds": report["timings"]["train_seconds"],
+            "test_accuracy": report["test"]["accuracy"],
+            "epochs_run": len(report["training"]["history"]),
+            "train_examples": report["data"]["train_examples"],
+            # the worker's only child is the job, so this is the job's own peak
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        }
+        if report["artifacts"]["export"]:
+            out["inference"] = inference_figures(Path(report["artifacts"]["export"]))
+        return out
+
+
+def inference_figures(version_dir: Path) -> dict:
+    """In-process latency and throughput of the exported serving_default signature."""
+    import numpy as np
+    import tensorflow as tf
+
+    from job.data import read_npz
+    from serving import contract as c
+
+    serve = tf.saved_model.load(str(version_dir)).signatures[c.SIGNATURE_PIXELS]
+    images = read_npz(DATA).x_test
+
+    def call(batch):
+        return serve(**{c.INPUT_PIXELS: tf.constant(batch)})[c.OUTPUT_DIGIT].numpy()
+
+    for _ in range(20):
+        call(images[:1])
+    latencies = []
+    for i in range(300):
+        start = time.perf_counter()
+        call(images[i : i + 1])
+        latencies.append(time.perf_counter() - start)
+    out = {"p50_ms": float(np.percentile(latencies, 50) * 1e3),
+           "p99_ms": float(np.percentile(latencies, 99) * 1e3), "images_per_second": {}}  # fmt: skip
+    for batch in (1, 32, 1024):
+        call(images[:batch])
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 2.0:
+            offset = (count * batch) % (len(images) - batch)
+            call(images[offset : offset + batch])
+            count += 1
+        out["images_per_second"][str(batch)] = count * batch / (time.perf_counter() - start)
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_worker(kind: str, *args: str) -> dict:
+    """Run one measurement in a fresh process."""
+    cmd = [sys.executable, __file__, "--worker", kind, "--", *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    if done.returncode != 0:
+        sys.exit(f"bench worker {kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def steady_epochs(seconds: list[float]) -> list[float]:
+    """Epoch times without the first (tracing and compilation) when there are more."""
+    return seconds[1:] if len(seconds) > 1 else seconds
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return (f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each path")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 2 epochs, no scaling")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("worker_args", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        result = (seed_worker(int(args.worker_args[0])) if args.worker == "seed"
+                  else job_worker(args.worker_args))  # fmt: skip
+        print(json.dumps(result))
+        return
+    if not DATA.exists():
+        sys.exit(f"{DATA} is missing: run `make data` first")
+    repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
+    print(f"machine: {machine()}")
+    print(f"training: {repeats} alternating runs of each path, {epochs} epochs, batch 32\n")
+
+    runs: dict[str, list[dict]] = {"seed": [], "job": []}
+    for _ in range(repeats):
+        runs["seed"].append(run_worker("seed", str(epochs)))
+        runs["job"].append(run_worker("job", "--epochs", str(epochs), "--no-export"))
+    rows = {}
+    for name, results in runs.items():
+        epoch_s = statistics.median(s for r in results for s in steady_epochs(r["epoch_seconds"]))
+        rows[name] = {
+            "s/epoch": epoch_s,
+            "examples/s": 60000 / epoch_s,
+            "peak MB": max(r["peak_rss_mb"] for r in results),
+            "test acc": statistics.mean(r["test_accuracy"] for r in results),
+        }
+    header = f"{'path':<34}{'s/epoch':>9}{'examples/s':>12}{'peak MB':>9}{'test acc':>10}"
+    print(header)
+    labels = {"seed": "(a) seed notebook (float64, fit)", "job": "(b) job, default recipe"}
+    for name, row in rows.items():
+        print(f"{labels[name]:<34}{row['s/epoch']:>9.2f}{row['examples/s']:>12.0f}"
+              f"{row['peak MB']:>9.0f}{row['test acc']:>10.4f}")  # fmt: skip
+    ratio = rows["job"]["examples/s"] / rows["seed"]["examples/s"]
+    print(f"ratio (b)/(a) in examples per second: {ratio:.2f}x\n")
+
+    fast = run_worker("job", "--recipe", "fast")
+    print(f"--recipe fast: test accuracy {fast['test_accuracy']:.4f} after "
+          f"{fast['epochs_run']} epochs, {fast['train_seconds']:.1f} s of training "
+          f"(fit wall time, batch 128)")  # fmt: skip
+    inference = fast["inference"]
+    print(f"inference (exported SavedModel, serving_default, in process): one image p50 "
+          f"{inference['p50_ms']:.2f} ms, p99 {inference['p99_ms']:.2f} ms")  # fmt: skip
+    for batch, rate in inference["images_per_second"].items():
+        print(f"  batch {batch:>5}: {rate:>9.0f} images/s")
+
+    if args.quick:
+        return
+    print("\nscaling (job, default recipe, second epoch):")
+    print(f"{'train images':>13}{'s/epoch':>9}{'us/image':>10}")
+    for limit in (7500, 15000, 30000, 60000):
+        result = run_worker("job", "--limit", str(limit), "--epochs", "2", "--no-export")
+        seconds = result["epoch_seconds"][-1]
+        print(f"{limit:>13}{seconds:>9.2f}{seconds / limit * 1e6:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
