@@ -61,8 +61,19 @@ def seed_worker(epochs: int) -> dict:
 def job_worker(args: list[str]) -> dict:
     """The job itself, through its CLI; figures come from its metrics report."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "job", "train", "--data", str(DATA),
-               "--output-dir", f"{tmp}/run", "--export-dir", f"{tmp}/models", *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "job",
+            "train",
+            "--data",
+            str(DATA),
+            "--output-dir",
+            f"{tmp}/run",
+            "--export-dir",
+            f"{tmp}/models",
+            *args,
+        ]
         subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
         report = json.loads(Path(f"{tmp}/run/metrics.json").read_text())
         out = {
@@ -100,8 +111,11 @@ def inference_figures(version_dir: Path) -> dict:
         start = time.perf_counter()
         call(images[i : i + 1])
         latencies.append(time.perf_counter() - start)
-    out = {"p50_ms": float(np.percentile(latencies, 50) * 1e3),
-           "p99_ms": float(np.percentile(latencies, 99) * 1e3), "images_per_second": {}}  # fmt: skip
+    out = {
+        "p50_ms": float(np.percentile(latencies, 50) * 1e3),
+        "p99_ms": float(np.percentile(latencies, 99) * 1e3),
+        "images_per_second": {},
+    }
     for batch in (1, 32, 1024):
         call(images[:batch])
         count, start = 0, time.perf_counter()
@@ -134,11 +148,18 @@ def steady_epochs(seconds: list[float]) -> list[float]:
 def machine() -> str:
     import tensorflow as tf
 
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    return (f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}")  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}"
+    )
 
 
 def main() -> None:
@@ -151,8 +172,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        result = (seed_worker(int(args.worker_args[0])) if args.worker == "seed"
-                  else job_worker(args.worker_args))  # fmt: skip
+        result = (
+            seed_worker(int(args.worker_args[0]))
+            if args.worker == "seed"
+            else job_worker(args.worker_args)
+        )
         print(json.dumps(result))
         return
     if not DATA.exists():
@@ -178,18 +202,24 @@ def main() -> None:
     print(header)
     labels = {"seed": "(a) seed notebook (float64, fit)", "job": "(b) job, default recipe"}
     for name, row in rows.items():
-        print(f"{labels[name]:<34}{row['s/epoch']:>9.2f}{row['examples/s']:>12.0f}"
-              f"{row['peak MB']:>9.0f}{row['test acc']:>10.4f}")  # fmt: skip
+        print(
+            f"{labels[name]:<34}{row['s/epoch']:>9.2f}{row['examples/s']:>12.0f}"
+            f"{row['peak MB']:>9.0f}{row['test acc']:>10.4f}"
+        )
     ratio = rows["job"]["examples/s"] / rows["seed"]["examples/s"]
     print(f"ratio (b)/(a) in examples per second: {ratio:.2f}x\n")
 
     fast = run_worker("job", "--recipe", "fast")
-    print(f"--recipe fast: test accuracy {fast['test_accuracy']:.4f} after "
-          f"{fast['epochs_run']} epochs, {fast['train_seconds']:.1f} s of training "
-          f"(fit wall time, batch 128)")  # fmt: skip
+    print(
+        f"--recipe fast: test accuracy {fast['test_accuracy']:.4f} after "
+        f"{fast['epochs_run']} epochs, {fast['train_seconds']:.1f} s of training "
+        f"(fit wall time, batch 128)"
+    )
     inference = fast["inference"]
-    print(f"inference (exported SavedModel, serving_default, in process): one image p50 "
-          f"{inference['p50_ms']:.2f} ms, p99 {inference['p99_ms']:.2f} ms")  # fmt: skip
+    print(
+        f"inference (exported SavedModel, serving_default, in process): one image p50 "
+        f"{inference['p50_ms']:.2f} ms, p99 {inference['p99_ms']:.2f} ms"
+    )
     for batch, rate in inference["images_per_second"].items():
         print(f"  batch {batch:>5}: {rate:>9.0f} images/s")
 
