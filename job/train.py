@@ -296,7 +296,9 @@ def train_model(
     finally:
         guard.uninstall()
     seconds = time.perf_counter() - started
-    stopped_at = stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None
+    # Epochs actually run: fewer than asked only when early stopping ended training.
+    epochs_run = min(epochs, max(epoch_log.epochs, default=-1) + 1)
+    stopped_at = epochs_run if stopper is not None and epochs_run < epochs else None
     return TrainResult(
         history=epoch_log.history(stopped_at or epochs),
         seconds=seconds,

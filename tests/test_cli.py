@@ -129,3 +129,27 @@ def test_limit_uses_a_subset(tmp_path, synthetic_npz):
     assert np.isclose(
         report["timings"]["examples_per_second"] * report["timings"]["median_epoch_seconds"], 100
     )
+
+
+def test_fast_recipe_resolves_its_defaults_and_records_them(tmp_path, synthetic_npz):
+    run_dir = tmp_path / "run"
+    result = run(
+        "train",
+        "--data",
+        synthetic_npz,
+        "--output-dir",
+        run_dir,
+        "--no-export",
+        "--recipe",
+        "fast",
+        "--epochs",
+        3,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "metrics.json").read_text())
+    jsonschema.validate(report, load_schema())
+    train = report["config"]["train"]
+    assert (train["recipe"], train["batch_size"], train["validation_split"]) == ("fast", 128, 0.1)
+    assert report["data"]["validation_examples"] == 60
+    assert "val_accuracy" in report["training"]["history"][0]
+    assert report["test"]["accuracy"] > 0.8
