@@ -139,7 +139,8 @@ def train_multi_worker(
     system, as on Kubernetes volumes and Slurm home directories) and saves each epoch; only
     the chief's copy is kept.
     """
-    from job.train import BACKUP_DIRNAME, EpochLog, TrainResult
+    from job.errors import Preempted
+    from job.train import BACKUP_DIRNAME, EpochLog, PreemptionGuard, TrainResult
 
     optimizer = model.optimizer
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -169,23 +170,34 @@ def train_multi_worker(
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
 
     epoch_log = EpochLog(work / "history.json")
+    guard = PreemptionGuard()
+    guard.install()
     started = time.perf_counter()
-    for epoch in range(resumed_from, epochs):
-        epoch_log.on_epoch_begin(epoch)
-        totals = tf.zeros(3)
-        for images, labels in dist_ds:
-            totals += tf.stack(train_step(images, labels))
-        loss_sum, correct, count = (float(v) for v in totals.numpy())
-        epoch_log.on_epoch_end(epoch, {"loss": loss_sum / count, "accuracy": correct / count})
-        log.info(
-            "epoch %d/%d - loss %.4f - accuracy %.4f",
-            epoch + 1,
-            epochs,
-            loss_sum / count,
-            correct / count,
-        )
-        epoch_var.assign(epoch + 1)
-        manager.save()  # every worker saves (a collective); only the chief's path is kept
+    try:
+        for epoch in range(resumed_from, epochs):
+            epoch_log.on_epoch_begin(epoch)
+            totals = tf.zeros(3)
+            for images, labels in dist_ds:
+                totals += tf.stack(train_step(images, labels))
+                if guard.requested:
+                    raise Preempted(
+                        "SIGTERM received: stopped; the last checkpoint is kept, "
+                        "run the same command again to resume"
+                    )
+            loss_sum, correct, count = (float(v) for v in totals.numpy())
+            metrics = {"loss": loss_sum / count, "accuracy": correct / count}
+            epoch_log.on_epoch_end(epoch, metrics)
+            log.info(
+                "epoch %d/%d - loss %.4f - accuracy %.4f",
+                epoch + 1,
+                epochs,
+                metrics["loss"],
+                metrics["accuracy"],
+            )
+            epoch_var.assign(epoch + 1)
+            manager.save()  # every worker saves (a collective); only the chief's path is kept
+    finally:
+        guard.uninstall()
     seconds = time.perf_counter() - started
     if is_chief(strategy):
         shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)

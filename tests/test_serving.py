@@ -158,3 +158,14 @@ def test_cli_errors_are_one_line(tmp_path):
         assert message in result.output and "Traceback" not in result.output
     usage = CliRunner().invoke(main, ["predict", "--mnist-test", "0:1"])
     assert usage.exit_code == 2 and "--rest" in usage.output
+
+
+def test_a_server_that_never_answers_times_out(mnist):
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(client.ServingError, match="no answer within 1 s"):
+            client.predict_rest(f"http://127.0.0.1:{port}", pixels=mnist.x_test[:1], timeout=1)
