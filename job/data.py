@@ -185,8 +185,6 @@ def read_npz(path: Path) -> MnistArrays:
             for key in ARRAY_KEYS:
                 if key in npz.files:
                     raw[key] = npz[key]
-    except DataError:
-        raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise DataError(path, "holds Python objects that need pickle; refused") from None

@@ -32,8 +32,8 @@ def _tf_config() -> dict:
         raise JobError("TF_CONFIG is not valid JSON") from None
 
 
-def _cluster_size(config: dict) -> int:
-    cluster = config.get("cluster", {})
+def _cluster_size(cluster: dict) -> int:
+    """Workers that train: the chief (if any) and the workers."""
     return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
 
 
@@ -46,7 +46,9 @@ def resolve_mode(mode: str) -> str:
     several GPUs, otherwise none."""
     if mode != "auto":
         return mode
-    if _cluster_size(_tf_config()) > 1 or (not os.environ.get("TF_CONFIG") and _under_slurm()):
+    if _cluster_size(_tf_config().get("cluster", {})) > 1 or (
+        not os.environ.get("TF_CONFIG") and _under_slurm()
+    ):
         return "multi-worker"
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
@@ -73,15 +75,13 @@ def make_strategy(mode: str, per_replica_batch: int) -> tuple[dict, tf.distribut
     elif resolved == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
     else:
-        config = _tf_config()
-        if _cluster_size(config) >= 1:
+        if _cluster_size(_tf_config().get("cluster", {})) >= 1:
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         elif _under_slurm():
             resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
         else:
             raise JobError("--distribute multi-worker: set TF_CONFIG, or run under srun")
-        spec = resolver.cluster_spec().as_dict()
-        workers = sum(len(spec.get(role, [])) for role in ("chief", "worker"))
+        workers = _cluster_size(resolver.cluster_spec().as_dict())
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     replicas = strategy.num_replicas_in_sync
     return {
@@ -140,7 +140,7 @@ def train_multi_worker(
     the chief's copy is kept.
     """
     from job.errors import Preempted
-    from job.train import BACKUP_DIRNAME, EpochLog, PreemptionGuard, TrainResult
+    from job.train import BACKUP_DIRNAME, HISTORY_FILENAME, EpochLog, PreemptionGuard, TrainResult
 
     optimizer = model.optimizer
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -169,7 +169,7 @@ def train_multi_worker(
         sums = strategy.run(replica_step, args=(images, labels))
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
 
-    epoch_log = EpochLog(work / "history.json")
+    epoch_log = EpochLog(work / HISTORY_FILENAME)
     guard = PreemptionGuard()
     guard.install()
     started = time.perf_counter()

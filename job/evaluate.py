@@ -29,10 +29,6 @@ def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, epsilon: float = 1e-7)
     return float(-np.mean(np.log(picked)))
 
 
-def accuracy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
-    return float(np.mean(np.argmax(y_prob, axis=1) == np.asarray(y_true)))
-
-
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES):
     """Rows are true digits, columns predicted digits."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

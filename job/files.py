@@ -47,6 +47,18 @@ def write_json_atomic(path: Path, data: object) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()))
 
 
+def save_keras_atomic(model, path: Path) -> Path:
+    """``model.save`` under a temporary name, then rename; Keras picks the format from the
+    suffix, so the temporary name ends in .keras too."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        model.save(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def check_writable_dir(path: Path) -> None:
     """Create ``path`` if needed and prove it can be written, or raise OSError."""
     path.mkdir(parents=True, exist_ok=True)

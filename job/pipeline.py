@@ -18,7 +18,7 @@ import pandas as pd
 from job import data as data_stage
 from job.config import JobConfig, recipe_named
 from job.errors import JobError
-from job.files import check_writable_dir
+from job.files import check_writable_dir, save_keras_atomic
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,14 @@ def run_training(config: JobConfig) -> dict:
         result = distribute.train_multi_worker(
             strategy, net, train_ds, t.epochs, config.run_dir, work_dir, global_batch
         )
+        if not distribute.is_chief(strategy):  # only the chief evaluates and writes
+            distribute.cleanup_worker_dir(work_dir, config.run_dir)
+            return {}
         # Keras' evaluate and predict share fit's trouble under this strategy; a plain
         # batched call gives the same numbers.
         probabilities = evaluate.predict_in_batches(net, x_test)
         test_loss = evaluate.cross_entropy(arrays.y_test, probabilities)
-        test_accuracy = evaluate.accuracy(arrays.y_test, probabilities)
+        test_accuracy = None  # taken from the predictions below
     else:
         result = train.train_model(
             net,
@@ -114,15 +117,13 @@ def run_training(config: JobConfig) -> dict:
         test_loss, test_accuracy = evaluate.evaluate_model(net, x_test, arrays.y_test)
         probabilities = net.predict(x_test, batch_size=1024, verbose=0)
     metrics = evaluate.compute_metrics(arrays.y_test, probabilities)
-
-    if not distribute.is_chief(strategy):
-        distribute.cleanup_worker_dir(work_dir, config.run_dir)
-        return {}
+    if test_accuracy is None:
+        test_accuracy = metrics["accuracy"]
 
     staging = config.run_dir / STAGING_DIRNAME
     shutil.rmtree(staging, ignore_errors=True)  # left by a crash: never half of a run
     write_figures(staging, result.history, arrays, probabilities, metrics, t.seed)
-    save_model_atomic(net, staging / MODEL_FILENAME)
+    save_keras_atomic(net, staging / MODEL_FILENAME)
 
     epoch_seconds = [e["seconds"] for e in result.history]
     median_epoch = statistics.median(epoch_seconds)
@@ -219,16 +220,6 @@ def commit_outputs(staging: Path, run_dir: Path) -> None:
     for path in sorted(staging.iterdir()):
         path.replace(run_dir / path.name)
     staging.rmdir()
-
-
-def save_model_atomic(net, path: Path) -> None:
-    """Keras picks the format from the suffix, so the temporary name ends in .keras too."""
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    try:
-        net.save(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_trained_model(run_dir: Path):

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from job.config import Recipe
 from job.errors import JobError, Preempted
-from job.files import write_json_atomic
+from job.files import save_keras_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +200,7 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
-        final = self.backup_dir / f"epoch-{epoch + 1:04d}.keras"
-        tmp = self.backup_dir / f".{final.stem}.tmp.keras"
-        self.model.save(tmp)
-        tmp.replace(final)
+        final = save_keras_atomic(self.model, self.backup_dir / f"epoch-{epoch + 1:04d}.keras")
         for older in self._backups():
             if older != final:
                 older.unlink(missing_ok=True)
