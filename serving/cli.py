@@ -55,10 +55,11 @@ def server_options(command):
     return command
 
 
-def pick_server(rest: str | None, grpc_target: str | None) -> tuple[str, str]:
+def pick_server(rest: str | None, grpc_target: str | None, rest_call, grpc_call):
+    """The client function for the protocol given, and its target."""
     if bool(rest) == bool(grpc_target):
         raise click.UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
-    return ("rest", rest) if rest else ("grpc", grpc_target)
+    return (rest_call, rest) if rest else (grpc_call, grpc_target)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,8 +91,7 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
 
     from serving import client
 
-    kind, target = pick_server(rest, grpc_target)
-    call = client.predict_rest if kind == "rest" else client.predict_grpc
+    call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
     names, truths, pixel_sets, encoded = [], [], [], []
     for path in files:
         if not path.exists():
@@ -108,36 +108,24 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
         else:
             encoded.append((path.name, client.read_image_bytes(path)))
     if mnist_range:
-        images, labels = load_mnist_test(client.parse_index_range(mnist_range))
+        indices = client.parse_index_range(mnist_range)
+        images, labels = load_mnist_test(indices)
         pixel_sets.append(images)
-        names += [f"mnist-test[{i}]" for i in range(*mnist_range_bounds(mnist_range, len(labels)))]
+        names += [f"mnist-test[{indices.start + i}]" for i in range(len(labels))]
         truths += [int(label) for label in labels]
     # Encoded images go to the image signature, pixels to serving_default; rows keep their order.
     encoded_names = [name for name, _ in encoded]
     names = encoded_names + names
     truths = [None] * len(encoded) + truths
     client.check_batch(len(names))
-    results = []
+    batches = []
     if encoded:
-        results.append(
-            call(
-                target,
-                model,
-                image_bytes=[raw for _, raw in encoded],
-                version=model_version,
-                timeout=timeout,
-            )
-        )
+        batches.append({"image_bytes": [raw for _, raw in encoded]})
     if pixel_sets:
-        results.append(
-            call(
-                target,
-                model,
-                pixels=np.concatenate(pixel_sets),
-                version=model_version,
-                timeout=timeout,
-            )
-        )
+        batches.append({"pixels": np.concatenate(pixel_sets)})
+    results = [
+        call(target, model, version=model_version, timeout=timeout, **inputs) for inputs in batches
+    ]
     probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
     digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
     rows = [
@@ -151,13 +139,6 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
     for row in rows:
         true = "" if row["true"] is None else str(row["true"])
         click.echo(f"{row['input']:<28} {row['digit']:>5} {row['confidence']:>10.4f} {true:>5}")
-
-
-def mnist_range_bounds(spec: str, count: int) -> tuple[int, int]:
-    from serving.client import parse_index_range
-
-    start = parse_index_range(spec).start
-    return start, start + count
 
 
 def load_mnist_test(indices: slice):
@@ -183,8 +164,9 @@ def status(rest, grpc_target, model, model_version, timeout):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     from serving import client
 
-    kind, target = pick_server(rest, grpc_target)
-    call = client.model_status_rest if kind == "rest" else client.model_status_grpc
+    call, target = pick_server(
+        rest, grpc_target, client.model_status_rest, client.model_status_grpc
+    )
     click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
 
 
@@ -195,6 +177,7 @@ def metadata(rest, grpc_target, model, model_version, timeout):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     from serving import client
 
-    kind, target = pick_server(rest, grpc_target)
-    call = client.model_metadata_rest if kind == "rest" else client.model_metadata_grpc
+    call, target = pick_server(
+        rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
+    )
     click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))

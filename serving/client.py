@@ -69,8 +69,7 @@ def image_to_pixels(path: Path, invert: bool) -> np.ndarray:
     """Decode on the client (for --invert): grayscale, resized to 28x28, optionally inverted."""
     from PIL import Image
 
-    read_image_bytes(path)
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(read_image_bytes(path))) as image:
         gray = image.convert("L").resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
         pixels = np.asarray(gray, dtype=np.uint8)
     return 255 - pixels if invert else pixels
@@ -89,6 +88,17 @@ def parse_index_range(spec: str) -> slice:
     if start < 0 or stop <= start:
         raise ServingError(f"--mnist-test {spec!r}: expected 0 <= START < STOP")
     return slice(start, stop)
+
+
+def _choose_input(pixels: np.ndarray | None, image_bytes: list[bytes] | None):
+    """Exactly one kind of input, within the batch limit -> (signature, input name, values)."""
+    if (pixels is None) == (image_bytes is None):
+        raise ServingError("give exactly one of pixels or image_bytes")
+    if pixels is not None:
+        check_batch(len(pixels))
+        return c.SIGNATURE_PIXELS, c.INPUT_PIXELS, pixels
+    check_batch(len(image_bytes))
+    return c.SIGNATURE_IMAGE_BYTES, c.INPUT_IMAGE_BYTES, image_bytes
 
 
 def check_batch(count: int) -> None:
@@ -137,17 +147,12 @@ def predict_rest(
     Returns:
         {"probabilities": float32 [N, 10], "digit": int64 [N]}
     """
-    if (pixels is None) == (image_bytes is None):
-        raise ServingError("give exactly one of pixels or image_bytes")
+    signature, _, values = _choose_input(pixels, image_bytes)
     if pixels is not None:
-        check_batch(len(pixels))
-        payload = {"signature_name": c.SIGNATURE_PIXELS, "instances": pixels.tolist()}
+        instances = values.tolist()
     else:
-        check_batch(len(image_bytes))
-        payload = {
-            "signature_name": c.SIGNATURE_IMAGE_BYTES,
-            "instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in image_bytes],
-        }
+        instances = [{"b64": base64.b64encode(b).decode("ascii")} for b in values]
+    payload = {"signature_name": signature, "instances": instances}
     body = _rest_call("POST", _model_url(base_url, model, version) + ":predict", timeout, payload)
     try:
         rows = body["predictions"]
@@ -226,15 +231,8 @@ def predict_grpc(
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    if (pixels is None) == (image_bytes is None):
-        raise ServingError("give exactly one of pixels or image_bytes")
-    if pixels is not None:
-        check_batch(len(pixels))
-        signature, name, tensor = c.SIGNATURE_PIXELS, c.INPUT_PIXELS, pixels
-    else:
-        check_batch(len(image_bytes))
-        signature, name = c.SIGNATURE_IMAGE_BYTES, c.INPUT_IMAGE_BYTES
-        tensor = np.array(image_bytes, dtype=object)
+    signature, name, values = _choose_input(pixels, image_bytes)
+    tensor = values if pixels is not None else np.array(values, dtype=object)
     request = predict_pb2.PredictRequest(model_spec=_model_spec(model, version, signature))
     request.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
     channel, predict_stub, _ = _grpc_stubs(hostport)
