@@ -68,6 +68,7 @@ def run_training(config: JobConfig) -> dict:
     from job import distribute, evaluate, export, model, report, train
 
     used = train.select_device(t.device)
+    train.configure_threads(used)
     # A multi-worker strategy must exist before anything starts TensorFlow's runtime.
     strategy_info, strategy = distribute.make_strategy(t.distribute, t.batch_size)
     device_info = train.configure_runtime(

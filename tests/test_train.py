@@ -1,10 +1,15 @@
-"""Input pipeline and optimizer recipes (small, in process)."""
+"""Input pipeline, thread settings and optimizer recipes (small)."""
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from job.config import DEFAULT_RECIPE, FAST_RECIPE
-from job.train import make_dataset, make_optimizer, split_validation
+from job.train import batches, make_dataset, make_optimizer, split_validation
 
 
 def test_split_validation_holds_out_the_tail():
@@ -22,6 +27,66 @@ def test_dataset_reshuffles_every_epoch_and_keeps_every_example():
     assert epochs[0].tolist() != epochs[1].tolist()
     for x, y in ds.take(1):  # images travel with their labels
         np.testing.assert_array_equal(x.numpy().reshape(-1), y.numpy())
+
+
+def test_dataset_keeps_a_short_last_batch_and_knows_its_length():
+    images = np.arange(70, dtype=np.float32).reshape(70, 1, 1, 1)
+    ds = make_dataset(images, np.arange(70), batch_size=8, shuffle_seed=1)
+    assert int(ds.cardinality()) == 9  # Keras sizes epochs from this
+    sizes = [len(y) for _, y in ds]
+    assert sizes == [8] * 8 + [6]
+    assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == list(range(70))
+
+
+def test_repeated_dataset_still_reshuffles_every_epoch():
+    # train_model fits on make_dataset(...).repeat() so that Keras keeps one iterator.
+    ds = make_dataset(np.zeros((40, 1, 1, 1), np.float32), np.arange(40), 8, shuffle_seed=5)
+    assert batches(ds) == 5
+    labels = np.concatenate([y.numpy() for _, y in ds.repeat().take(3 * 5)])
+    epochs = labels.reshape(3, 40)
+    assert all(sorted(e.tolist()) == list(range(40)) for e in epochs)
+    assert len({tuple(e.tolist()) for e in epochs}) == 3
+
+
+def test_dataset_order_follows_the_seed():
+    images = np.zeros((50, 1, 1, 1), np.float32)
+
+    def first_epoch(seed):
+        ds = make_dataset(images, np.arange(50), batch_size=10, shuffle_seed=seed)
+        return np.concatenate([y.numpy() for _, y in ds]).tolist()
+
+    assert first_epoch(7) == first_epoch(7)
+    assert first_epoch(7) != first_epoch(8)
+
+
+THREADS_PROBE = """
+import json, tensorflow as tf
+from job.train import configure_threads
+configure_threads({used!r})
+print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
+                  tf.config.threading.get_inter_op_parallelism_threads()]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("used", "env", "expected"),
+    [
+        ("cpu", {}, [1, os.cpu_count()]),  # one thread per op, ops side by side
+        ("cpu", {"TF_NUM_INTRAOP_THREADS": "3"}, [3, os.cpu_count()]),  # the user's wins
+        ("gpu", {}, [0, 0]),  # TensorFlow's defaults
+    ],
+)
+def test_thread_settings(used, env, expected):
+    # Thread pools are fixed when TensorFlow's runtime starts: probe in a fresh process.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE.format(used=used)],
+        env={**clean, **env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
 
 
 def test_default_recipe_is_adam_with_defaults():
