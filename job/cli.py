@@ -121,7 +121,7 @@ export_version_option = click.option(
     "--epochs",
     type=int,
     callback=positive,
-    help="Passes over the training data.  [default: 5; fast recipe: 15, early stopping]",
+    help="Passes over the training data.  [default: 5; fast recipe: 20, early stopping]",
 )
 @click.option(
     "--batch-size",
@@ -142,7 +142,7 @@ export_version_option = click.option(
     default="default",
     show_default=True,
     help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
-    "batch 128, warm-up + cosine LR, 1-pixel shifts, early stopping.",
+    "batch 128, warm-up + cosine LR, 2-pixel shifts, early stopping.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")

@@ -26,7 +26,7 @@ class Recipe:
 
 
 DEFAULT_RECIPE = Recipe("default", 32, 5, 0.0, False, 0.001, 0, None)
-FAST_RECIPE = Recipe("fast", 128, 15, 0.1, True, 0.005, 1, 4)
+FAST_RECIPE = Recipe("fast", 128, 20, 0.1, True, 0.005, 2, 4)
 
 
 def recipe_named(name: str) -> Recipe:
