@@ -220,7 +220,12 @@ def main() -> None:
         )
         for seed in range(1, args.fast_runs + 1)
     ]
-    print(f"--recipe fast (batch 128), {len(fast_runs)} runs with seeds 1..{len(fast_runs)}:")
+    runs_text = (
+        "1 run, seed 1"
+        if len(fast_runs) == 1
+        else f"{len(fast_runs)} runs, seeds 1..{len(fast_runs)}"
+    )
+    print(f"--recipe fast (batch 128), {runs_text}:")
     for seed, run in enumerate(fast_runs, start=1):
         print(
             f"  seed {seed}: test accuracy {run['test_accuracy']:.4f} after {run['epochs_run']} "

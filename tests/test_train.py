@@ -100,3 +100,23 @@ def test_fast_recipe_warms_up_then_decays():
     rates = [float(schedule(step)) for step in (0, 50, 100, 500, 1000)]
     assert rates[0] < rates[1] < rates[2] == pytest.approx(FAST_RECIPE.peak_learning_rate)
     assert rates[2] > rates[3] > rates[4] >= 0
+
+
+def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
+    import keras
+
+    from job.model import compile_model, get_model
+    from job.train import train_model
+    from tests.conftest import make_arrays
+
+    arrays = make_arrays(n_train=256)
+    images = (arrays["x_train"] / 255).astype(np.float32)[..., None]
+    train_ds = make_dataset(images[:192], arrays["y_train"][:192], 64, shuffle_seed=0)
+    val_ds = make_dataset(images[192:], arrays["y_train"][192:], 64)
+    # A zero learning rate: validation accuracy can never improve, so patience 1 would stop
+    # after the second epoch if the stopper watched from the start.
+    net = compile_model(get_model((28, 28, 1)), keras.optimizers.Adam(learning_rate=0.0))
+    result = train_model(net, train_ds, val_ds, 6, tmp_path, early_stopping_patience=1, verbose=0)
+    # Watched from epoch 4 (6 // 2 + 1): best there, no gain in epoch 5, stopped after it.
+    assert result.stopped_early_at == 5
+    assert [e["epoch"] for e in result.history] == [1, 2, 3, 4, 5]
