@@ -149,7 +149,7 @@ def make_dataset(
         epoch_seed = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
         ds = epoch_seed.take(1).flat_map(one_epoch)
         # flat_map hides the length; Keras wants it to size epochs without a warning.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(count, batch_size)))
     if translate_pixels:
         factor = translate_pixels / images.shape[1]
         shift = keras.layers.RandomTranslation(

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 from job.config import DEFAULT_RECIPE, FAST_RECIPE
-from job.train import batches, make_dataset, make_optimizer, split_validation
+from job.model import compile_model, get_model
+from job.train import batches, make_dataset, make_optimizer, split_validation, train_model
+from tests.conftest import make_arrays
 
 
 def test_split_validation_holds_out_the_tail():
@@ -103,12 +106,6 @@ def test_fast_recipe_warms_up_then_decays():
 
 
 def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
-    import keras
-
-    from job.model import compile_model, get_model
-    from job.train import train_model
-    from tests.conftest import make_arrays
-
     arrays = make_arrays(n_train=256)
     images = (arrays["x_train"] / 255).astype(np.float32)[..., None]
     train_ds = make_dataset(images[:192], arrays["y_train"][:192], 64, shuffle_seed=0)
