@@ -168,7 +168,7 @@ export_version_option = click.option(
     "--steps-per-execution",
     type=int,
     callback=positive,
-    default=32,
+    default=64,
     show_default=True,
     help="Training steps run per call into TensorFlow.",
 )

@@ -94,6 +94,9 @@ def run_training(config: JobConfig) -> dict:
             jit_compile=t.jit,
         )
     work_dir = distribute.work_dir(config.run_dir, strategy)
+    # One device: the job's own loop. Several: Keras' fit (mirrored) or the multi-worker loop.
+    loop = {"none": "local", "mirrored": "keras-fit"}.get(strategy_info["mode"], "multi-worker")
+    shards = train.batch_shards(used, global_batch) if loop == "local" else 1
     if distribute.is_multi_worker(strategy):
         result = distribute.train_multi_worker(
             strategy, net, train_ds, t.epochs, config.run_dir, work_dir, global_batch
@@ -114,6 +117,8 @@ def run_training(config: JobConfig) -> dict:
             t.epochs,
             work_dir,
             recipe.early_stopping_patience,
+            loop=loop,
+            shards=shards,
         )
         test_loss, test_accuracy = evaluate.evaluate_model(net, x_test, arrays.y_test)
         probabilities = net.predict(x_test, batch_size=1024, verbose=0)
@@ -143,6 +148,8 @@ def run_training(config: JobConfig) -> dict:
         },
         "distribution": strategy_info,
         "training": {
+            "loop": loop,
+            "batch_shards": shards,
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
             "stopped_early_at": result.stopped_early_at,

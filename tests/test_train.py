@@ -8,10 +8,19 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from job.config import DEFAULT_RECIPE, FAST_RECIPE
 from job.model import compile_model, get_model
-from job.train import batches, make_dataset, make_optimizer, split_validation, train_model
+from job.train import (
+    LocalLoop,
+    batch_shards,
+    batches,
+    make_dataset,
+    make_optimizer,
+    split_validation,
+    train_model,
+)
 from tests.conftest import make_arrays
 
 
@@ -117,3 +126,63 @@ def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
     # Watched from epoch 4 (6 // 2 + 1): best there, no gain in epoch 5, stopped after it.
     assert result.stopped_early_at == 5
     assert [e["epoch"] for e in result.history] == [1, 2, 3, 4, 5]
+
+
+def _twin_models(count: int) -> list[keras.Model]:
+    """Compiled models with the same starting weights. Plain SGD, whose step is
+    proportional to the gradient: Adam's early steps hardly change when the gradient is
+    scaled, so they would hide a loss divided by the wrong count."""
+    first = compile_model(get_model((28, 28, 1)), keras.optimizers.SGD(0.1))
+    twins = [first]
+    for _ in range(count - 1):
+        twin = compile_model(get_model((28, 28, 1)), keras.optimizers.SGD(0.1))
+        twin.set_weights(first.get_weights())
+        twins.append(twin)
+    return twins
+
+
+def _small_set(n: int) -> tuple[np.ndarray, np.ndarray]:
+    arrays = make_arrays(n_train=n)
+    return (arrays["x_train"] / 255).astype(np.float32)[..., None], arrays["y_train"]
+
+
+def _assert_same_weights(a: keras.Model, b: keras.Model) -> None:
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [32, 7])  # 7: the slices need one zero-weight pad example
+def test_a_batch_cut_into_slices_takes_the_same_step(batch):
+    images, labels = _small_set(batch)
+    whole, sliced = _twin_models(2)
+    sums = {}
+    for name, model, shards in (("whole", whole, 1), ("sliced", sliced, 2)):
+        loop = LocalLoop(model, shards, steps_per_execution=1)
+        step = tf.function(loop._train_step)
+        sums[name] = step(tf.constant(images), tf.constant(labels.astype(np.int64))).numpy()
+    np.testing.assert_allclose(sums["whole"], sums["sliced"], rtol=1e-5)
+    assert sums["sliced"][2] == batch  # padding is not counted as an example
+    _assert_same_weights(whole, sliced)
+
+
+def test_the_local_loop_matches_keras_fit(tmp_path):
+    images, labels = _small_set(200)
+    (x_fit, y_fit), (x_val, y_val) = split_validation(images, labels, 0.2)
+    histories, models = {}, _twin_models(2)
+    for loop, model in zip(("keras-fit", "local"), models, strict=True):
+        train_ds = make_dataset(x_fit, y_fit, 32, shuffle_seed=4)  # the same batches for both
+        val_ds = make_dataset(x_val, y_val, 32)
+        result = train_model(model, train_ds, val_ds, 2, tmp_path / loop, verbose=0, loop=loop)
+        histories[loop] = result.history
+    _assert_same_weights(*models)
+    for fit_epoch, local_epoch in zip(histories["keras-fit"], histories["local"], strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert local_epoch[key] == pytest.approx(fit_epoch[key], rel=1e-4), key
+
+
+def test_batch_shards_one_slice_per_inter_op_thread_on_cpu(monkeypatch):
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 4)
+    assert batch_shards("cpu", 128) == 4
+    assert batch_shards("cpu", 32) == 2  # at least 16 examples a slice
+    assert batch_shards("cpu", 8) == 1
+    assert batch_shards("gpu", 128) == 1
