@@ -229,7 +229,7 @@ def main() -> None:
     for seed, run in enumerate(fast_runs, start=1):
         print(
             f"  seed {seed}: test accuracy {run['test_accuracy']:.4f} after {run['epochs_run']} "
-            f"epochs, {run['train_seconds']:.1f} s of training (fit wall time)"
+            f"epochs, {run['train_seconds']:.1f} s of training (wall time, first epoch included)"
         )
     accuracies = [r["test_accuracy"] for r in fast_runs]
     print(

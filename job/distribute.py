@@ -1,11 +1,11 @@
 """Distribution: one process, several GPUs of one machine (mirrored), or several workers.
 
-``fit`` trains single-process and mirrored runs. Keras 3's ``fit`` fails under
-MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388), so
-multi-worker runs use ``train_multi_worker``: a custom step run with ``strategy.run`` over
-``experimental_distribute_dataset``, with the same model, optimizer and loss built under
-``strategy.scope()``. Both produce the same TrainResult, so there is one model definition
-and one report for every mode.
+``train.LocalLoop`` trains single-device runs and Keras' ``fit`` mirrored ones. Keras 3's
+``fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585,
+tensorflow/tensorflow#72388), so multi-worker runs use ``train_multi_worker``: a custom
+step run with ``strategy.run`` over ``experimental_distribute_dataset``, with the same
+model, optimizer and loss built under ``strategy.scope()``. All three produce the same
+TrainResult, so there is one model definition and one report for every mode.
 """
 
 from __future__ import annotations

@@ -305,7 +305,7 @@ class PreemptionGuard(keras.callbacks.Callback):
 
 
 class LocalLoop:
-    """Keras' ``fit`` for one device, cut down to what this job uses, and a third faster.
+    """Keras' ``fit`` for one device, cut down to what this job uses, and faster on CPU.
 
     Each call into TensorFlow runs ``steps_per_execution`` steps in one graph loop that pulls
     batches from the tf.data iterator, as ``fit`` does. What differs: on CPU each batch is
