@@ -18,6 +18,7 @@ from job.train import (
     batches,
     make_dataset,
     make_optimizer,
+    random_shifts,
     split_validation,
     train_model,
 )
@@ -119,7 +120,7 @@ def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
     images = (arrays["x_train"] / 255).astype(np.float32)[..., None]
     train_ds = make_dataset(images[:192], arrays["y_train"][:192], 64, shuffle_seed=0)
     val_ds = make_dataset(images[192:], arrays["y_train"][192:], 64)
-    # A zero learning rate: validation accuracy can never improve, so patience 1 would stop
+    # A zero learning rate: validation loss can never improve, so patience 1 would stop
     # after the second epoch if the stopper watched from the start.
     net = compile_model(get_model((28, 28, 1)), keras.optimizers.Adam(learning_rate=0.0))
     result = train_model(net, train_ds, val_ds, 6, tmp_path, early_stopping_patience=1, verbose=0)
@@ -186,3 +187,41 @@ def test_batch_shards_one_slice_per_inter_op_thread_on_cpu(monkeypatch):
     assert batch_shards("cpu", 32) == 2  # at least 16 examples a slice
     assert batch_shards("cpu", 8) == 1
     assert batch_shards("gpu", 128) == 1
+
+
+def test_random_shifts_move_each_image_by_whole_pixels_and_fill_with_zeros():
+    images = np.random.default_rng(0).uniform(0.1, 1, (64, 28, 28, 1)).astype(np.float32)
+    shifted = random_shifts(tf.constant(images), 2, tf.constant([5, 6], tf.int64)).numpy()
+    offsets = []
+    for original, moved in zip(images, shifted, strict=True):
+        padded = np.pad(original, ((2, 2), (2, 2), (0, 0)))
+        found = [
+            (dy - 2, dx - 2)
+            for dy in range(5)
+            for dx in range(5)
+            if np.array_equal(padded[dy : dy + 28, dx : dx + 28], moved)
+        ]
+        assert len(found) == 1  # exactly one whole-pixel shift explains it; the rest is zeros
+        offsets.append(found[0])
+    assert len(set(offsets)) > 10  # each image draws its own shift
+    again = random_shifts(tf.constant(images), 2, tf.constant([5, 6], tf.int64)).numpy()
+    np.testing.assert_array_equal(shifted, again)  # stateless: the seed decides
+
+
+def test_shifted_batches_follow_the_seed_and_keep_their_labels():
+    arrays = make_arrays(n_train=96)
+    images = (arrays["x_train"] / 255).astype(np.float32)[..., None]
+
+    def first_epoch(seed):
+        ds = make_dataset(images, arrays["y_train"], 32, shuffle_seed=seed, translate_pixels=2)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    one, same, other = first_epoch(1), first_epoch(1), first_epoch(2)
+    for (x1, y1), (x2, y2) in zip(one, same, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(one[0][0], other[0][0])
+    labels = np.concatenate([y for _, y in one])
+    assert sorted(labels.tolist()) == sorted(arrays["y_train"].tolist())
+    with pytest.raises(ValueError, match="shuffle seed"):
+        make_dataset(images, arrays["y_train"], 32, translate_pixels=2)
