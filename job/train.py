@@ -523,8 +523,10 @@ def train_model(
             LocalLoop(model, shards, model.steps_per_execution).fit(
                 train_ds, val_ds, epochs, resumed_from, callbacks, verbose
             )
-        else:
+        elif loop == "keras-fit":
             keras_fit(model, train_ds, val_ds, epochs, resumed_from, callbacks, verbose)
+        else:
+            raise ValueError(f"unknown training loop {loop!r}")
     finally:
         guard.uninstall()
     seconds = time.perf_counter() - started
