@@ -140,7 +140,15 @@ def train_multi_worker(
     the chief's copy is kept.
     """
     from job.errors import Preempted
-    from job.train import BACKUP_DIRNAME, HISTORY_FILENAME, EpochLog, PreemptionGuard, TrainResult
+    from job.train import (
+        BACKUP_DIRNAME,
+        HISTORY_FILENAME,
+        EpochLog,
+        PreemptionGuard,
+        TrainResult,
+        epoch_logs,
+        loss_and_correct,
+    )
 
     optimizer = model.optimizer
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -155,14 +163,11 @@ def train_multi_worker(
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            probs = model(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            loss_sum, correct = loss_and_correct(labels, model(images, training=True))
+            loss = loss_sum / global_batch  # this replica's share of the global batch mean
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.cast(tf.equal(tf.argmax(probs, 1), tf.cast(labels, tf.int64)), tf.float32)
-        count = tf.cast(tf.shape(labels)[0], tf.float32)
-        return tf.reduce_sum(per_example), tf.reduce_sum(correct), count
+        return loss_sum, correct, tf.cast(tf.shape(labels)[0], tf.float32)
 
     @tf.function
     def train_step(images, labels):
@@ -184,8 +189,7 @@ def train_multi_worker(
                         "SIGTERM received: stopped; the last checkpoint is kept, "
                         "run the same command again to resume"
                     )
-            loss_sum, correct, count = (float(v) for v in totals.numpy())
-            metrics = {"loss": loss_sum / count, "accuracy": correct / count}
+            metrics = epoch_logs(totals.numpy())
             epoch_log.on_epoch_end(epoch, metrics)
             log.info(
                 "epoch %d/%d - loss %.4f - accuracy %.4f",

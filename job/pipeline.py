@@ -97,7 +97,7 @@ def run_training(config: JobConfig) -> dict:
     # One device: the job's own loop. Several: Keras' fit (mirrored) or the multi-worker loop.
     loop = {"none": "local", "mirrored": "keras-fit"}.get(strategy_info["mode"], "multi-worker")
     shards = train.batch_shards(used, global_batch) if loop == "local" else 1
-    if distribute.is_multi_worker(strategy):
+    if loop == "multi-worker":
         result = distribute.train_multi_worker(
             strategy, net, train_ds, t.epochs, config.run_dir, work_dir, global_batch
         )

@@ -327,7 +327,25 @@ class PreemptionGuard(keras.callbacks.Callback):
             )
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the loops
+
+
+def loss_and_correct(labels, probabilities, weights=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Summed cross-entropy (the compiled loss) and count of correct answers over a batch's
+    examples, each weighted by ``weights`` when given. Every training loop reports these."""
+    labels = tf.cast(labels, tf.int64)
+    probabilities = tf.cast(probabilities, tf.float32)  # float16 under mixed precision
+    losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+    correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), labels), tf.float32)
+    if weights is not None:
+        losses, correct = losses * weights, correct * weights
+    return tf.reduce_sum(losses), tf.reduce_sum(correct)
+
+
+def epoch_logs(totals, prefix: str = "") -> dict[str, float]:
+    """Mean loss and accuracy from summed (loss, correct, examples), as Keras names them."""
+    loss_sum, correct, count = (float(v) for v in totals)
+    return {f"{prefix}accuracy": correct / count, f"{prefix}loss": loss_sum / count}
 
 
 class LocalLoop:
@@ -375,24 +393,13 @@ class LocalLoop:
             )
         )
 
-    @staticmethod
-    def _sums(labels, probabilities, weights) -> tuple[tf.Tensor, tf.Tensor]:
-        """Summed cross-entropy and count of correct answers over (weighted) examples."""
-        labels = tf.cast(labels, tf.int64)
-        probabilities = tf.cast(probabilities, tf.float32)  # float16 under mixed precision
-        losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), labels), tf.float32)
-        if weights is not None:
-            losses, correct = losses * weights, correct * weights
-        return tf.reduce_sum(losses), tf.reduce_sum(correct)
-
     def _train_step(self, images, labels) -> tf.Tensor:
         optimizer = self.model.optimizer
         variables = self.model.trainable_variables
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         with tf.GradientTape() as tape:
             sums = [
-                self._sums(y, self.model(x, training=True), w)
+                loss_and_correct(y, self.model(x, training=True), w)
                 for x, y, w in self._slices(images, labels)
             ]
             loss_sum = tf.add_n([loss for loss, _ in sums])
@@ -411,14 +418,9 @@ class LocalLoop:
         totals = tf.zeros(3)
         for _ in tf.range(steps):
             images, labels = next(iterator)
-            loss_sum, correct = self._sums(labels, self.model(images, training=False), None)
+            loss_sum, correct = loss_and_correct(labels, self.model(images, training=False))
             totals += tf.stack([loss_sum, correct, tf.cast(tf.shape(labels)[0], tf.float32)])
         return totals
-
-    @staticmethod
-    def _logs(totals: np.ndarray, prefix: str = "") -> dict[str, float]:
-        loss_sum, correct, count = (float(v) for v in totals)
-        return {f"{prefix}accuracy": correct / count, f"{prefix}loss": loss_sum / count}
 
     def fit(
         self,
@@ -430,6 +432,7 @@ class LocalLoop:
         verbose: int,
     ) -> None:
         steps, chunk = batches(train_ds), self.steps_per_execution
+        val_steps = tf.constant(batches(val_ds), tf.int64) if val_ds is not None else None
         hooks = keras.callbacks.CallbackList(
             callbacks,
             add_progbar=verbose != 0,
@@ -451,11 +454,10 @@ class LocalLoop:
                 hooks.on_train_batch_begin(first)
                 run = min(chunk, steps - first)
                 totals += self._train_steps(train_it, tf.constant(run, tf.int64)).numpy()
-                logs = self._logs(totals)
+                logs = epoch_logs(totals)
                 hooks.on_train_batch_end(first + run - 1, logs)
             if val_it is not None:
-                val_totals = self._eval_steps(val_it, tf.constant(batches(val_ds), tf.int64))
-                logs |= self._logs(val_totals.numpy(), "val_")
+                logs |= epoch_logs(self._eval_steps(val_it, val_steps).numpy(), "val_")
             hooks.on_epoch_end(epoch, logs)
             if self.model.stop_training:
                 break
