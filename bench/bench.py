@@ -96,7 +96,7 @@ def inference_figures(version_dir: Path) -> dict:
     import tensorflow as tf
 
     from job.data import read_npz
-    from serving import contract as c
+    from job.export import contract as c
 
     serve = tf.saved_model.load(str(version_dir)).signatures[c.SIGNATURE_PIXELS]
     images = read_npz(DATA).x_test

@@ -270,9 +270,9 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None
 @expected_errors
 def export(run_dir: Path, export_dir: Path, export_version: int | None) -> None:
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving."""
-    from job.export import export_for_serving
-    from job.pipeline import load_trained_model
+    from job.export.savedmodel import export_for_serving
     from job.report import read_report
+    from job.rundir import load_trained_model
 
     model = load_trained_model(run_dir)
     report = read_report(run_dir) if (run_dir / "metrics.json").exists() else None

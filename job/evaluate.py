@@ -23,6 +23,21 @@ def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.
     )
 
 
+def evaluate_on_test(model, images: np.ndarray, labels: np.ndarray, keras_evaluate: bool = True):
+    """Test loss, accuracy and probabilities [N, 10].
+
+    ``keras_evaluate``: loss and accuracy from ``model.evaluate``, as the seed does; without
+    it (multi-worker, where Keras' evaluate and predict cannot run) from plain batched calls.
+    """
+    if keras_evaluate:
+        loss, accuracy = evaluate_model(model, images, labels)
+        return loss, accuracy, model.predict(images, batch_size=1024, verbose=0)
+    probabilities = predict_in_batches(model, images)
+    loss = cross_entropy(labels, probabilities)
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels)))
+    return loss, accuracy, probabilities
+
+
 def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, epsilon: float = 1e-7) -> float:
     """Mean sparse categorical cross-entropy, clipped as Keras clips it."""
     picked = np.clip(y_prob[np.arange(len(y_prob)), np.asarray(y_true, np.int64)], epsilon, 1.0)

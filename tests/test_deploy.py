@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serving import contract as c
+from job.export import contract as c
 from tests.conftest import REPO
 
 K8S_VERSION = "1.30.0"

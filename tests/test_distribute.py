@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from job.distribute import resolve_mode
+from job.training.strategies import resolve_mode
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration

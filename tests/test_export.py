@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from job import export
 from job.cli import main
 from job.errors import JobError
-from serving import contract as c
+from job.export import contract as c
+from job.export import savedmodel as export
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_export_command_takes_the_next_version_and_never_overwrites(trained_run,
 
 
 def test_failed_export_leaves_no_version_folder(trained_run, tmp_path, monkeypatch):
-    from job.pipeline import load_trained_model
+    from job.rundir import load_trained_model
 
     model = load_trained_model(trained_run["run_dir"])
 
@@ -120,6 +120,6 @@ def test_failed_export_leaves_no_version_folder(trained_run, tmp_path, monkeypat
 
 def test_export_of_a_run_without_a_model(tmp_path):
     with pytest.raises(JobError, match="no trained model"):
-        from job.pipeline import load_trained_model
+        from job.rundir import load_trained_model
 
         load_trained_model(tmp_path)

@@ -8,9 +8,9 @@ import requests
 import tensorflow as tf
 from click.testing import CliRunner
 
-from job import export
+from job.export import contract as c
+from job.export import savedmodel as export
 from serving import client
-from serving import contract as c
 from serving.cli import main
 from tests.conftest import free_port
 from tests.tf_serving_standin import StandIn

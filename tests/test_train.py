@@ -12,16 +12,11 @@ import tensorflow as tf
 
 from job.config import DEFAULT_RECIPE, FAST_RECIPE
 from job.model import compile_model, get_model
-from job.train import (
-    LocalLoop,
-    batch_shards,
-    batches,
-    make_dataset,
-    make_optimizer,
-    random_shifts,
-    split_validation,
-    train_model,
-)
+from job.training.devices import batch_shards
+from job.training.inputs import batches, make_dataset, random_shifts, split_validation
+from job.training.loops import train_model
+from job.training.loops.local import LocalLoop
+from job.training.optimizer import make_optimizer
 from tests.conftest import make_arrays
 
 
@@ -74,7 +69,7 @@ def test_dataset_order_follows_the_seed():
 
 THREADS_PROBE = """
 import json, tensorflow as tf
-from job.train import configure_threads
+from job.training.devices import configure_threads
 configure_threads({used!r})
 print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
                   tf.config.threading.get_inter_op_parallelism_threads()]))

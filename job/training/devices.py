@@ -1,0 +1,98 @@
+"""Which device trains, how many threads it uses, seeds, precision and determinism."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+import tensorflow as tf
+
+from job.errors import JobError
+
+log = logging.getLogger(__name__)
+
+MIN_SHARD_EXAMPLES = 16  # a batch is cut into slices of at least this many examples
+
+
+def select_device(device: str) -> str:
+    """Make only the chosen device kind visible; returns "cpu" or "gpu".
+
+    Touches no TensorFlow context, so a multi-worker strategy can still be created after.
+
+    Raises:
+        JobError: ``device == "gpu"`` and no GPU is visible.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise JobError("--device gpu: no GPU is visible to TensorFlow (try --device auto or cpu)")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    return "gpu" if gpus and device != "cpu" else "cpu"
+
+
+def configure_threads(used: str) -> None:
+    """On CPU: one thread per op, and as many ops side by side as there are cores.
+
+    This model's ops are small, so splitting one op across cores costs more in hand-offs
+    than it saves (docs/performance.md). An integer in TensorFlow's own
+    ``TF_NUM_INTRAOP_THREADS`` or ``TF_NUM_INTEROP_THREADS`` wins; on GPU TensorFlow's
+    defaults stay.
+    """
+    if used != "cpu":
+        return
+    wanted = {
+        "TF_NUM_INTRAOP_THREADS": (tf.config.threading.set_intra_op_parallelism_threads, 1),
+        "TF_NUM_INTEROP_THREADS": (
+            tf.config.threading.set_inter_op_parallelism_threads,
+            os.cpu_count() or 1,
+        ),
+    }
+    for variable, (setter, count) in wanted.items():
+        given = os.environ.get(variable, "")
+        try:
+            setter(int(given) if given.isdigit() else count)
+        except RuntimeError:  # runtime already started (a second run in one process)
+            log.debug("%s: thread pools already created; left as they are", variable)
+
+
+def configure_runtime(
+    requested: str, used: str, mixed_precision: bool, deterministic: bool, seed: int
+) -> dict:
+    """Seed everything, set the precision policy and determinism; returns the report's view."""
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    build = tf.sysconfig.get_build_info()
+    gpus = tf.config.list_physical_devices("GPU") if used == "gpu" else []
+    return {
+        "requested": requested,
+        "used": used,
+        "logical_devices": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": [
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        ],
+        "cuda_version": build.get("cuda_version"),
+        "cudnn_version": build.get("cudnn_version"),
+        "precision_policy": keras.mixed_precision.global_policy().name,
+        "deterministic": deterministic,
+        "threads": {  # 0: TensorFlow's default (one per core)
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+    }
+
+
+def batch_shards(used: str, batch_size: int) -> int:
+    """How many slices each batch is cut into, to run side by side.
+
+    On CPU, one per inter-op thread (one per core by default), each at least
+    MIN_SHARD_EXAMPLES examples; on GPU one. The batch's gradient is the sum over its
+    slices, so this spreads the work over the cores without changing the math.
+    """
+    if used != "cpu":
+        return 1
+    threads = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
+    return max(1, min(threads, batch_size // MIN_SHARD_EXAMPLES))

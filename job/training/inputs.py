@@ -1,0 +1,112 @@
+"""The tf.data input pipeline: validation split, per-epoch shuffle, random shifts."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+PREFETCH_BATCHES = 4
+
+
+def split_validation(
+    images: np.ndarray, labels: np.ndarray, fraction: float
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """Hold out the last ``fraction`` of the training set, as Keras' validation_split does."""
+    if fraction <= 0:
+        return (images, labels), None
+    n_val = max(1, int(round(len(images) * fraction)))
+    return (images[:-n_val], labels[:-n_val]), (images[-n_val:], labels[-n_val:])
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return math.ceil(examples / batch_size)
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    translate_pixels: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (images, labels), reshuffled each epoch when seeded, prefetched.
+
+    The arrays stay in memory as two tensors. Each epoch draws one seed, shuffles the
+    whole index range in one op, and gathers each batch from that order: the same
+    per-epoch shuffle as a ``shuffle`` buffer of every example, without pushing the
+    examples through the pipeline one at a time. ``translate_pixels``: each batch's images
+    are shifted at random (``random_shifts``) with a seed drawn from the epoch's, so a
+    run's shifts follow ``shuffle_seed``.
+    """
+    if translate_pixels and shuffle_seed is None:
+        raise ValueError("random shifts need a shuffle seed (they are drawn from it)")
+    images_t, labels_t = tf.constant(images), tf.constant(labels.astype(np.int64))
+    count = len(images)
+    if shuffle_seed is None:
+        ds = tf.data.Dataset.from_tensor_slices((images_t, labels_t)).batch(batch_size)
+    else:
+
+        def one_epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(count, dtype=tf.int64),
+                seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)]),
+            )
+
+            def batch_at(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                idx = order[start : start + batch_size]
+                images = tf.gather(images_t, idx)
+                if translate_pixels:  # a seed of its own per batch: [epoch seed, 1 + start]
+                    seed = tf.stack([epoch_seed, start + 1])
+                    images = random_shifts(images, translate_pixels, seed)
+                return images, tf.gather(labels_t, idx)
+
+            return tf.data.Dataset.range(0, count, batch_size).map(
+                batch_at, num_parallel_calls=os.cpu_count() if translate_pixels else None
+            )
+
+        # Dataset.random re-randomizes on every iteration: one new seed per epoch.
+        epoch_seed = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
+        ds = epoch_seed.take(1).flat_map(one_epoch)
+        # flat_map hides the length; Keras wants it to size epochs without a warning.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(count, batch_size)))
+    options = tf.data.Options()
+    # Each worker reads the whole index range and keeps every Nth batch: sharding by DATA
+    # works on any source (there are no files to split by).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Fixed sizes instead of AUTOTUNE: deleting an autotuned iterator waits for its tuning
+    # thread, which stalls the end of a run (docs/performance.md).
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
+
+
+def random_shifts(images: tf.Tensor, pixels: int, seed: tf.Tensor) -> tf.Tensor:
+    """Shift each image of a batch by its own whole number of pixels, up to ``pixels`` each
+    way on each axis, filling with zeros. Stateless: the same seed, the same shifts.
+
+    Each axis is a sum of ``2 * pixels + 1`` slices of the padded batch, each weighted by a
+    0/1 mask of the examples that drew that offset: cheaper on CPU than Keras'
+    ``RandomTranslation``, a bilinear projective transform.
+    """
+    count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    choices = 2 * pixels + 1
+    offsets = tf.random.stateless_uniform(
+        [2, count], seed=seed, minval=0, maxval=choices, dtype=tf.int32
+    )
+    padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]])
+
+    def drew(axis: int, offset: int) -> tf.Tensor:
+        return tf.reshape(tf.cast(tf.equal(offsets[axis], offset), images.dtype), [-1, 1, 1, 1])
+
+    rows = tf.add_n([drew(0, i) * padded[:, i : i + height] for i in range(choices)])
+    return tf.add_n([drew(1, j) * rows[:, :, j : j + width] for j in range(choices)])
+
+
+def batches(ds: tf.data.Dataset) -> int:
+    """How many batches one pass over ``ds`` (made by ``make_dataset``) holds."""
+    count = int(ds.cardinality())
+    if count < 0:
+        raise ValueError("the dataset's length is unknown; build it with make_dataset")
+    return count

@@ -1,0 +1,110 @@
+"""Distribution strategies: one device, several GPUs of one machine (mirrored), or several
+workers (TF_CONFIG or Slurm); and which worker writes the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from job.errors import JobError
+
+STRATEGY_NAMES = {
+    "none": "none",
+    "mirrored": "MirroredStrategy",
+    "multi-worker": "MultiWorkerMirroredStrategy",
+}
+
+
+def _tf_config() -> dict:
+    try:
+        return json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        raise JobError("TF_CONFIG is not valid JSON") from None
+
+
+def _cluster_size(cluster: dict) -> int:
+    """Workers that train: the chief (if any) and the workers."""
+    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+
+
+def _under_slurm() -> bool:
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
+
+
+def resolve_mode(mode: str) -> str:
+    """``auto``: multi-worker when TF_CONFIG or Slurm name several workers, mirrored with
+    several GPUs, otherwise none."""
+    if mode != "auto":
+        return mode
+    if _cluster_size(_tf_config().get("cluster", {})) > 1 or (
+        not os.environ.get("TF_CONFIG") and _under_slurm()
+    ):
+        return "multi-worker"
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return "mirrored"
+    return "none"
+
+
+def make_strategy(mode: str, per_replica_batch: int) -> tuple[dict, tf.distribute.Strategy]:
+    """Return (what the report records, the strategy). ``--batch-size`` is per replica.
+
+    Raises:
+        JobError: multi-worker without a cluster description.
+    """
+    resolved = resolve_mode(mode)
+    workers = 1
+    if resolved == "none":
+        strategy = tf.distribute.get_strategy()
+    elif resolved == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        if _cluster_size(_tf_config().get("cluster", {})) >= 1:
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        elif _under_slurm():
+            resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+        else:
+            raise JobError("--distribute multi-worker: set TF_CONFIG, or run under srun")
+        workers = _cluster_size(resolver.cluster_spec().as_dict())
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    replicas = strategy.num_replicas_in_sync
+    return {
+        "strategy": STRATEGY_NAMES[resolved],
+        "mode": resolved,
+        "replicas": replicas,
+        "workers": workers,
+        "global_batch_size": per_replica_batch * replicas,
+        "per_replica_batch_size": per_replica_batch,
+    }, strategy
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The chief (or worker 0 when the cluster has no chief) writes the outputs."""
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
+    """Where this process writes checkpoints: the run directory for the chief, a folder of
+    its own for every other worker (workers must write, but not where the chief does)."""
+    if is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return run_dir / f".worker-{resolver.task_type}-{resolver.task_id}"
+
+
+def cleanup_worker_dir(work: Path, run_dir: Path) -> None:
+    if work != run_dir:
+        shutil.rmtree(work, ignore_errors=True)
