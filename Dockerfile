@@ -21,11 +21,15 @@ COPY job ./job
 COPY serving ./serving
 
 # Outputs: the MNIST cache, run directories and SavedModel exports; mount them from the host.
-RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin mnist \
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin mnist \
     && mkdir -p /data /app/runs /app/models \
     && chown mnist /data /app/runs /app/models
 VOLUME ["/data", "/app/runs", "/app/models"]
-USER 1000
+USER 10001
+
+# A batch job, not a service: it has no endpoint to probe, and its exit code is its health
+# (0 done, 75 preempted, other codes in the README). Schedulers watch the process instead.
+HEALTHCHECK NONE
 
 ENTRYPOINT ["python", "-m", "job"]
 CMD ["train"]

@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+LINT_VENV := .venv-lint
+LINT_INSTALLED := $(LINT_VENV)/.installed
 TF_VERSION := 2.21.0
 
 # Where MNIST is cached (both runtimes), and where runs and exports land on the host.
@@ -43,6 +45,12 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
+# The security scanners live in a virtualenv of their own, apart from the job's packages.
+$(LINT_INSTALLED): requirements-lint.lock
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-lint.lock
+	touch $@
+
 .PHONY: venv
 venv: $(INSTALLED) ## Create .venv from the lock file
 
@@ -72,15 +80,21 @@ test: data ## Run the whole test suite (sets itself up)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(INSTALLED) ## ruff, and hadolint on both Dockerfiles
+lint: $(INSTALLED) $(LINT_INSTALLED) ## ruff, hadolint, checkov (manifests, Dockerfiles) and bandit
 	$(BIN)/ruff check job serving tests bench
 	$(BIN)/ruff format --check job serving tests bench
 	$(BIN)/hadolint Dockerfile Dockerfile.serving
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d deploy
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile \
+		-f Dockerfile -f Dockerfile.serving
+	$(LINT_VENV)/bin/bandit --quiet --recursive job serving
 
 .PHONY: lock
-lock: $(INSTALLED) ## Regenerate requirements.lock (hashes) from pyproject.toml
+lock: $(INSTALLED) ## Regenerate the lock files (hashes) from pyproject.toml and requirements-lint.in
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements.lock
+	$(BIN)/uv pip compile requirements-lint.in --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-lint.lock
 
 .PHONY: serve
 serve: ## Build the TF Serving image with the newest export and run it (ports 8500, 8501)
@@ -98,5 +112,5 @@ bench: data ## Benchmark the seed's code path against the job's (prints a table)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps runs/, models/ and data/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(LINT_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -60,3 +60,59 @@ def test_slurm_script():
     assert re.search(r"^#SBATCH --nodes=\d+", text, re.M)
     assert re.search(r"^srun .*-m job train --distribute auto", text, re.M)
     assert "--requeue" in text
+
+
+def pod_specs() -> dict[str, dict]:
+    """Every pod spec in deploy/: the serving Deployment's and the TFJob's."""
+    specs = {}
+    for name in ("serving.yaml", "tfjob.yaml"):
+        for doc in documents(name):
+            if doc["kind"] == "Deployment":
+                specs[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
+            if doc["kind"] == "TFJob":
+                for role, replica in doc["spec"]["tfReplicaSpecs"].items():
+                    specs[f"tfjob-{role}"] = replica["template"]["spec"]
+    return specs
+
+
+@pytest.mark.parametrize("name", ["mnist-serving", "tfjob-Chief", "tfjob-Worker"])
+def test_pods_meet_the_restricted_pod_security_standard(name):
+    pod = pod_specs()[name]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] >= 10000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    writable = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        resources = container["resources"]
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources[kind]), kind
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts.get("/tmp") in writable  # TensorFlow's scratch space
+
+
+def test_everything_is_namespaced_and_the_namespace_enforces_restricted():
+    docs = documents("serving.yaml") + documents("tfjob.yaml")
+    (namespace,) = [d for d in docs if d["kind"] == "Namespace"]
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace["metadata"]["name"], doc["kind"]
+
+
+def test_serving_network_policy_admits_only_the_serving_ports():
+    docs = {d["kind"]: d for d in documents("serving.yaml")}
+    policy = docs["NetworkPolicy"]["spec"]
+    assert (
+        policy["podSelector"]["matchLabels"]
+        == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    )
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ports == {c.GRPC_PORT, c.REST_PORT}
+    assert policy["egress"] == []

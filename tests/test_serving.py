@@ -1,6 +1,8 @@
 """The REST and gRPC clients end to end against the TF Serving stand-in (tests only)."""
 
 import json
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from job.export import contract as c
 from job.export import savedmodel as export
 from serving import client
 from serving.cli import main
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.tf_serving_standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -169,3 +171,19 @@ def test_a_server_that_never_answers_times_out(mnist):
         port = silent.getsockname()[1]
         with pytest.raises(client.ServingError, match="no answer within 1 s"):
             client.predict_rest(f"http://127.0.0.1:{port}", pixels=mnist.x_test[:1], timeout=1)
+
+
+def healthcheck_command(rest_port: int) -> list[str]:
+    """Dockerfile.serving's HEALTHCHECK command, pointed at ``rest_port``."""
+    text = (REPO / "Dockerfile.serving").read_text().replace("\\\n", " ")
+    (exec_form,) = re.findall(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.M)
+    command = json.loads(exec_form)
+    return [part.replace("/8501", f"/{rest_port}") for part in command]
+
+
+def test_serving_image_healthcheck_passes_only_when_the_model_is_available(server):
+    port = int(server.rest_url.rsplit(":", 1)[1])
+    healthy = subprocess.run(healthcheck_command(port), capture_output=True, timeout=10)
+    assert healthy.returncode == 0, healthy.stderr
+    down = subprocess.run(healthcheck_command(free_port()), capture_output=True, timeout=10)
+    assert down.returncode != 0
