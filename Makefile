@@ -33,7 +33,6 @@ IMAGE_TAG := $(TF_VERSION)
 GPU_FLAGS :=
 GPU_ARGS :=
 endif
-RUN_ID := $(shell date -u +%Y%m%dT%H%M%SZ)
 
 .PHONY: help
 help: ## List the targets
@@ -68,11 +67,11 @@ ifeq ($(RUNTIME),docker)
 	mkdir -p $(RUNS_DIR) $(MODELS_DIR) $(DATA_DIR)
 	docker run --rm $(GPU_FLAGS) --user $$(id -u):$$(id -g) \
 		-v $(DATA_DIR):/data -v $(RUNS_DIR):/app/runs -v $(MODELS_DIR):/app/models \
-		$(IMAGE):$(IMAGE_TAG) train --output-dir runs/$(RUN_ID) $(GPU_ARGS) $(ARGS)
+		$(IMAGE):$(IMAGE_TAG) train --runs-dir runs $(GPU_ARGS) $(ARGS)
 else
 	@echo "make train: running locally in $(VENV) (no Docker engine answered, or RUNTIME=local)"
 	@$(MAKE) --no-print-directory data
-	$(BIN)/python -m job train --output-dir $(RUNS_DIR)/$(RUN_ID) --export-dir $(MODELS_DIR)/mnist $(GPU_ARGS) $(ARGS)
+	$(BIN)/python -m job train --runs-dir $(RUNS_DIR) --export-dir $(MODELS_DIR)/mnist $(GPU_ARGS) $(ARGS)
 endif
 
 .PHONY: test

@@ -10,7 +10,6 @@ import functools
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -182,7 +181,14 @@ export_version_option = click.option(
 @click.option(
     "--output-dir",
     type=click.Path(path_type=Path),
-    help="Run directory.  [default: runs/<UTC timestamp>]",
+    help="Run directory.  [default: a new <UTC timestamp>-<random> folder in --runs-dir]",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where the default run directory is made.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --output-dir.")
 @click.option(
@@ -214,9 +220,10 @@ def build_config(opts: dict) -> JobConfig:
     def pick(name, fallback):
         return opts[name] if opts[name] is not None else fallback
 
-    run_dir = opts["output_dir"] or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir, new_run_dir = default_run_dir(opts["output_dir"], opts["runs_dir"])
     return JobConfig(
         run_dir=run_dir,
+        new_run_dir=new_run_dir,
         data_path=opts["data_path"],
         cache_dir=opts["cache_dir"],
         allow_network=not opts["offline"],
@@ -239,6 +246,26 @@ def build_config(opts: dict) -> JobConfig:
             distribute=opts["distribute"],
         ),
     )
+
+
+def default_run_dir(output_dir: Path | None, runs_dir: Path) -> tuple[Path, bool]:
+    """(the run directory, whether it is a new generated name).
+
+    Every worker of a multi-worker run must name the same folder: under Slurm the default
+    is ``slurm-<job id>`` (a requeued job keeps its id, so it resumes); with TF_CONFIG the
+    folder must be given.
+    """
+    from job.rundir import new_run_name
+    from job.training.cluster import names_several_workers
+
+    if output_dir is not None:
+        return output_dir, False
+    if names_several_workers():
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if os.environ.get("TF_CONFIG") or not job_id:
+            raise JobError("multi-worker runs need --output-dir: every worker must name it")
+        return runs_dir / f"slurm-{job_id}", False
+    return runs_dir / new_run_name(), True
 
 
 @main.command("data")

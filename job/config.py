@@ -52,6 +52,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class JobConfig:
     run_dir: Path
+    new_run_dir: bool  # a generated name: the folder must not exist yet
     data_path: Path | None
     cache_dir: Path
     allow_network: bool

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from job.errors import OutputError
+
 
 def _umask() -> int:
     current = os.umask(0)
@@ -21,24 +23,35 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~_umask()
 
 
+def output_error(path: Path, exc: OSError) -> OutputError:
+    """One line naming the file and why it could not be written."""
+    return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write`` on a temporary file beside ``path`` and rename it into place.
 
     Readers see the old file or the whole new one, never a part. On error the temporary
     file is removed and ``path`` is untouched.
+
+    Raises:
+        OutputError: the file system refused the write (full, read-only, failing).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -49,11 +62,18 @@ def write_json_atomic(path: Path, data: object) -> Path:
 
 def save_keras_atomic(model, path: Path) -> Path:
     """``model.save`` under a temporary name, then rename; Keras picks the format from the
-    suffix, so the temporary name ends in .keras too."""
+    suffix, so the temporary name ends in .keras too.
+
+    Raises:
+        OutputError: the file system refused the write.
+    """
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         model.save(tmp)
         tmp.replace(path)
+    except OSError as exc:
+        raise output_error(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -18,7 +18,9 @@ from job import data as data_stage
 from job import rundir
 from job.config import JobConfig, TrainConfig, recipe_named
 from job.errors import JobError
+from job.export.versions import check_version_free
 from job.files import save_keras_atomic
+from job.training import cluster
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,17 @@ def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
 def run_training(config: JobConfig) -> dict:
     """Train, evaluate, write figures, model, export and report. Returns the report
     (empty on multi-worker workers other than the chief, which write nothing)."""
+    role = cluster.this_role()
+    lock_suffix = "" if role.is_chief else role.label
+    with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
+        return _run(config, held)
+
+
+def _run(config: JobConfig, held: rundir.Claim) -> dict:
     started = time.perf_counter()
     t = config.train
-    rundir.prepare_run_dir(config.run_dir, config.overwrite)
+    if config.export and config.export_version is not None:
+        check_version_free(config.export_dir, config.export_version)  # before, not after
     dataset = load_data(config)
 
     # TensorFlow is imported only now, after the cheap checks, so bad input fails fast.
@@ -83,6 +93,7 @@ def run_training(config: JobConfig) -> dict:
             jit_compile=t.jit,
         )
 
+    held.mark_started()
     loop = loops.loop_for(strategy_info["mode"])
     shards = devices.batch_shards(used, global_batch) if loop == "local" else 1
     result = loops.train_model(
@@ -158,6 +169,7 @@ def run_training(config: JobConfig) -> dict:
     )
     rundir.commit_outputs(staging, config.run_dir)
     report.write_report(config.run_dir, full)
+    rundir.remove_backup(config.run_dir)
     log.info(
         "test accuracy %.4f, loss %.4f; report in %s",
         test_accuracy,

@@ -1,12 +1,24 @@
-"""The run directory: prepared before a run, filled through a staging folder, read back.
+"""The run directory: named, claimed and locked for one run, filled through a staging
+folder, read back.
 
 A run writes its outputs to ``.staging`` first and moves them in at the end, with
-``metrics.json`` written last: a run directory with a report is a finished run.
+``metrics.json`` written last: a run directory with a report is a finished run. While a
+run lives it holds an OS lock on ``.lock`` (``.lock-<worker>`` for the other workers of a
+multi-worker run), so a second run pointed at the same directory is refused; the OS drops
+the lock when the process dies, so a rerun after SIGKILL resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
 import shutil
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from job.errors import JobError
@@ -18,21 +30,96 @@ MODEL_FILENAME = "model.keras"
 HISTORY_FILENAME = "history.json"  # every finished epoch, kept across restarts
 BACKUP_DIRNAME = "backup"  # the last finished epoch's state, while the run is unfinished
 STAGING_DIRNAME = ".staging"  # outputs written before they are moved in together
+LOCK_FILENAME = ".lock"
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to clobber a finished run unless asked; clear it when asked.
+def new_run_name(now: datetime | None = None) -> str:
+    """``<UTC timestamp>-<6 random hex digits>``: unique for runs started in the same second
+    on any number of hosts, and still sorted by start time."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class Claim:
+    """A run directory held by this process; see ``claim``."""
+
+    def __init__(self, run_dir: Path, created: bool):
+        self.run_dir = run_dir
+        self.created = created
+        self.started = False  # set once training starts: from then on the folder is kept
+
+    def mark_started(self) -> None:
+        self.started = True
+
+
+def _lock(path: Path) -> int:
+    """Take an exclusive OS lock on ``path`` without waiting; returns the open descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise JobError(
+                f"{path.parent}: in use by a live run ({holder}); choose another --output-dir"
+            ) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def claim(
+    run_dir: Path, overwrite: bool, exclusive: bool, lock_suffix: str = ""
+) -> Iterator[Claim]:
+    """Create or check ``run_dir`` and hold its lock for the run.
+
+    Args:
+        exclusive: the directory must not exist yet (a generated name); it is created here.
+        lock_suffix: "" for the process that writes the run's outputs; another worker of a
+            multi-worker run passes its own name and holds a lock of its own.
+
+    If the run fails before ``mark_started``, a directory created here is removed again:
+    a run that never started leaves nothing.
 
     Raises:
-        JobError: a finished run is there and ``overwrite`` is false, or it cannot be written.
+        JobError: the directory exists though ``exclusive``, another live run holds it, it
+            holds a finished run and ``overwrite`` is false, or it cannot be written.
     """
-    finished = (run_dir / REPORT_FILENAME).exists()
-    if finished and not overwrite:
-        raise JobError(f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir")
+    existed = run_dir.exists()
     try:
+        if exclusive:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
         check_writable_dir(run_dir)
+    except FileExistsError:
+        raise JobError(f"{run_dir}: already exists; choose another --output-dir") from None
     except OSError as exc:
         raise JobError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
+    held = Claim(run_dir, created=not existed)
+    fd = None
+    try:
+        fd = _lock(run_dir / (LOCK_FILENAME + (f"-{lock_suffix}" if lock_suffix else "")))
+        if not lock_suffix:
+            _check_or_clear(run_dir, overwrite)
+        yield held
+    except BaseException:
+        # Only the writer that holds the lock removes a folder it made: never another
+        # run's, and never one that training has started to fill.
+        if fd is not None and not lock_suffix and held.created and not held.started:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _check_or_clear(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to clobber a finished run unless asked; clear it when asked."""
+    if (run_dir / REPORT_FILENAME).exists() and not overwrite:
+        raise JobError(f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir")
     if overwrite:  # start afresh: an old backup or history would be resumed otherwise
         shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
         (run_dir / HISTORY_FILENAME).unlink(missing_ok=True)
@@ -55,6 +142,11 @@ def commit_outputs(staging: Path, run_dir: Path) -> None:
     for path in sorted(staging.iterdir()):
         path.replace(run_dir / path.name)
     staging.rmdir()
+
+
+def remove_backup(run_dir: Path) -> None:
+    """The run is committed: its backup is no longer needed to resume."""
+    shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
 
 
 def load_trained_model(run_dir: Path):

@@ -49,17 +49,31 @@ def read_npy(path: Path) -> np.ndarray:
     return check_pixels(array, path)
 
 
+def _image_problems():
+    """What Pillow raises for a file it cannot read: bad, truncated or oversized images."""
+    import struct
+
+    from PIL import Image
+
+    return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
 def read_image_bytes(path: Path) -> bytes:
-    """The file's bytes, after checking that it is an image TensorFlow can decode."""
-    from PIL import Image, UnidentifiedImageError
+    """The file's bytes, after checking that it is a whole PNG, JPEG, GIF or BMP image within
+    the contract's size (the header is read first: a small file can claim a huge image)."""
+    from PIL import Image
 
     try:
         raw = path.read_bytes()
         with Image.open(io.BytesIO(raw)) as image:
+            kind, (width, height) = image.format, image.size
+            if width * height > c.MAX_IMAGE_PIXELS:
+                raise ServingError(
+                    f"{path}: {width}x{height} pixels; the limit is {c.MAX_IMAGE_PIXELS}"
+                )
             image.verify()
-            kind = image.format
-    except (OSError, UnidentifiedImageError):
-        raise ServingError(f"{path}: not a PNG, JPEG, GIF or BMP image") from None
+    except _image_problems() as exc:
+        raise ServingError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({exc})") from None
     if kind not in ("PNG", "JPEG", "GIF", "BMP"):
         raise ServingError(f"{path}: {kind} images are not supported; use PNG or JPEG")
     return raw
@@ -69,9 +83,13 @@ def image_to_pixels(path: Path, invert: bool) -> np.ndarray:
     """Decode on the client (for --invert): grayscale, resized to 28x28, optionally inverted."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(read_image_bytes(path))) as image:
-        gray = image.convert("L").resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
-        pixels = np.asarray(gray, dtype=np.uint8)
+    raw = read_image_bytes(path)
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            gray = image.convert("L").resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
+            pixels = np.asarray(gray, dtype=np.uint8)
+    except _image_problems() as exc:
+        raise ServingError(f"{path}: cannot decode the image ({exc})") from None
     return 255 - pixels if invert else pixels
 
 

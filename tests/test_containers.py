@@ -68,7 +68,7 @@ def test_make_train_in_docker_on_gpu():
     assert "--build-arg BASE_TAG=2.21.0-gpu -t mnist-job:2.21.0-gpu" in out
     assert "docker run --rm --gpus all" in out
     assert re.search(
-        r"mnist-job:2.21.0-gpu train --output-dir runs/\S+ --device gpu --epochs 10", out
+        r"mnist-job:2.21.0-gpu train --runs-dir runs --device gpu --epochs 10", out
     )
 
 

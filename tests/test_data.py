@@ -10,7 +10,7 @@ import pytest
 from job import data
 from job.data import arrays as data_arrays
 from job.data import sources
-from job.errors import DataError, DataUnavailable
+from job.errors import DataError, DataUnavailable, OutputError
 from tests.conftest import make_arrays
 
 
@@ -212,7 +212,7 @@ def test_cache_is_written_atomically(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(data_arrays.np, "savez_compressed", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="disk full"):
         data_arrays.write_npz_atomic(arrays, target)
     assert list(tmp_path.iterdir()) == []
 

@@ -11,9 +11,10 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from job.cli import main
-from job.errors import JobError
+from job.errors import JobError, OutputError
 from job.export import contract as c
 from job.export import savedmodel as export
+from job.export import versions
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,7 @@ def test_export_command_takes_the_next_version_and_never_overwrites(trained_run,
     clash = runner.invoke(main, [*args, "--version", "2"])
     assert clash.exit_code == 2 and "never overwritten" in clash.output
     assert runner.invoke(main, [*args, "--version", "7"]).exit_code == 0
-    assert export.next_version(export_dir) == 8
+    assert versions.next_version(export_dir) == 8
     assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]
 
 
@@ -113,7 +114,7 @@ def test_failed_export_leaves_no_version_folder(trained_run, tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(export, "write_warmup_requests", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write the export \\(disk full\\)"):
         export.export_for_serving(model, tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []  # no "1", no temporary left behind
 

@@ -117,7 +117,7 @@ def test_bad_client_inputs(tmp_path):
         client.check_batch(c.MAX_BATCH + 1)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(client.ServingError, match="not a PNG"):
+    with pytest.raises(client.ServingError, match="not a readable PNG"):
         client.read_image_bytes(text)
 
 

@@ -22,7 +22,10 @@ OUTPUT_DIGIT = "digit"  # int64 [batch]
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
-MAX_BATCH = 1024  # the clients refuse larger requests; split them instead
+MAX_BATCH = 1024  # every signature refuses larger requests (InvalidArgument); split them
+# predict_image reads each image's size from its header and refuses larger images before
+# decoding them (InvalidArgument): a small file can claim a huge size. MNIST digits are 28x28.
+MAX_IMAGE_PIXELS = 4_000_000
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
 RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it

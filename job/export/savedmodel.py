@@ -14,25 +14,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job.errors import JobError
+from job.errors import JobError, OutputError
 from job.export import contract as c
 from job.export.signatures import build_archive
+from job.export.versions import (
+    check_version_free,
+    rename_into_version,
+)
 from job.files import default_mode, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-VERSION_DIR = re.compile(r"^\d+$")
 
-
-def existing_versions(export_dir: Path) -> list[int]:
-    if not export_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in export_dir.iterdir() if VERSION_DIR.match(p.name))
-
-
-def next_version(export_dir: Path) -> int:
-    versions = existing_versions(export_dir)
-    return versions[-1] + 1 if versions else 1
+def op_error_reason(exc: tf.errors.OpError) -> str:
+    """The reason in a TensorFlow op error, without the op's internal names and paths:
+    "...part-00000...; No space left on device [Op:SaveV2]" -> "No space left on device"."""
+    text = (exc.message or type(exc).__name__).splitlines()[0]
+    text = re.sub(r"\s*\[Op:\w+\]$", "", text)
+    return text.rsplit("; ", 1)[-1].strip()
 
 
 def write_warmup_requests(path: Path, num_records: int = 4) -> None:
@@ -60,36 +59,40 @@ def export_for_serving(
 
     The model is written to a hidden temporary sibling (TF Serving only loads folders whose
     names are numbers) and renamed into place in one step, so a server polling
-    ``export_dir`` never sees half a model. An existing version is never replaced.
+    ``export_dir`` never sees half a model. An existing version is never replaced; without
+    ``version`` the next free number is taken, also when concurrent exports race for it.
 
     Raises:
-        JobError: ``version`` already exists, or ``export_dir`` cannot be written.
+        JobError: ``version`` already exists, or ``export_dir`` cannot be made.
+        OutputError: writing the export failed (a full disk, say); nothing is left.
     """
-    version = version if version is not None else next_version(export_dir)
-    if version < 1:
-        raise JobError(f"--version must be a positive integer, got {version}")
-    final = export_dir / str(version)
-    if final.exists():
-        raise JobError(f"{final}: version {version} already exists; it is never overwritten")
+    if version is not None:
+        check_version_free(export_dir, version)
     try:
         export_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir))
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version or 'next'}-", dir=export_dir))
     except OSError as exc:
         raise JobError(f"{export_dir}: cannot write the export ({exc.strerror})") from None
     try:
-        build_archive(model).write_out(str(tmp), verbose=False)
-        extra = tmp / "assets.extra"
-        write_warmup_requests(extra / c.WARMUP_FILE)
-        if run_info is not None:
-            write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
-        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 would lock the server out
         try:
-            os.rename(tmp, final)  # atomic; fails rather than replace a non-empty folder
-        except OSError:
-            raise JobError(f"{final}: appeared while exporting; not overwritten") from None
+            build_archive(model).write_out(str(tmp), verbose=False)
+            extra = tmp / "assets.extra"
+            write_warmup_requests(extra / c.WARMUP_FILE)
+            if run_info is not None:
+                write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
+            os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
+            final = rename_into_version(tmp, export_dir, version)
+        except tf.errors.OpError as exc:  # SaveV2 reports a full disk as ResourceExhausted
+            raise OutputError(
+                f"{export_dir}: cannot write the export ({op_error_reason(exc)})"
+            ) from None
+        except OSError as exc:
+            raise OutputError(
+                f"{export_dir}: cannot write the export ({exc.strerror or exc})"
+            ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported SavedModel version %d to %s", version, final)
+    log.info("exported SavedModel version %s to %s", final.name, final)
     return final
 
 

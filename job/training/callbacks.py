@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -12,6 +11,9 @@ import keras
 
 from job.errors import JobError, Preempted
 from job.files import save_keras_atomic, write_json_atomic
+
+FINAL_MODEL = "final.keras"  # in the backup folder once training has finished
+FINISHED_RECORD = "finished.json"
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -86,8 +88,22 @@ class EpochBackup(keras.callbacks.Callback):
             if older != final:
                 older.unlink(missing_ok=True)
 
-    def on_train_end(self, logs=None):
-        shutil.rmtree(self.backup_dir, ignore_errors=True)  # finished: nothing to resume
+    def save_finished(self, model: keras.Model, record: dict) -> None:
+        """Training is over: keep its final weights and ``record`` until the run's outputs
+        are committed, so a run that fails after training (a full disk, say) goes straight
+        to evaluation and export when run again."""
+        save_keras_atomic(model, self.backup_dir / FINAL_MODEL)
+        write_json_atomic(self.backup_dir / FINISHED_RECORD, record)
+
+    def finished(self, model: keras.Model) -> dict | None:
+        """If training had finished, load its final weights into ``model`` and return its
+        record; otherwise None."""
+        record_path = self.backup_dir / FINISHED_RECORD
+        if not record_path.exists():
+            return None
+        saved = keras.models.load_model(self.backup_dir / FINAL_MODEL, safe_mode=True)
+        model.set_weights(saved.get_weights())
+        return json.loads(record_path.read_text())
 
 
 class PreemptionGuard(keras.callbacks.Callback):

@@ -3,14 +3,13 @@ workers (TF_CONFIG or Slurm); and which worker writes the outputs."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
 import tensorflow as tf
 
 from job.errors import JobError
+from job.training.cluster import cluster_size, names_several_workers, tf_config, under_slurm
 
 STRATEGY_NAMES = {
     "none": "none",
@@ -19,30 +18,12 @@ STRATEGY_NAMES = {
 }
 
 
-def _tf_config() -> dict:
-    try:
-        return json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except json.JSONDecodeError:
-        raise JobError("TF_CONFIG is not valid JSON") from None
-
-
-def _cluster_size(cluster: dict) -> int:
-    """Workers that train: the chief (if any) and the workers."""
-    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
-
-
-def _under_slurm() -> bool:
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
-
-
 def resolve_mode(mode: str) -> str:
     """``auto``: multi-worker when TF_CONFIG or Slurm name several workers, mirrored with
     several GPUs, otherwise none."""
     if mode != "auto":
         return mode
-    if _cluster_size(_tf_config().get("cluster", {})) > 1 or (
-        not os.environ.get("TF_CONFIG") and _under_slurm()
-    ):
+    if names_several_workers():
         return "multi-worker"
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
@@ -62,13 +43,13 @@ def make_strategy(mode: str, per_replica_batch: int) -> tuple[dict, tf.distribut
     elif resolved == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
     else:
-        if _cluster_size(_tf_config().get("cluster", {})) >= 1:
+        if cluster_size(tf_config().get("cluster", {})) >= 1:
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        elif _under_slurm():
+        elif under_slurm():
             resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
         else:
             raise JobError("--distribute multi-worker: set TF_CONFIG, or run under srun")
-        workers = _cluster_size(resolver.cluster_spec().as_dict())
+        workers = cluster_size(resolver.cluster_spec().as_dict())
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     replicas = strategy.num_replicas_in_sync
     return {

@@ -63,6 +63,9 @@ def train_model(
         loop: one of LOOPS. ``shards`` applies to ``local``; ``strategy`` and
             ``global_batch`` to ``multi-worker``.
 
+    The backup stays after training (``rundir.remove_backup`` removes it once the run is
+    committed): a rerun after a later failure skips training.
+
     Raises:
         Preempted: SIGTERM arrived; the backup of the last finished epoch is kept.
     """
@@ -82,6 +85,15 @@ def train_model(
     if early_stopping_patience and val_ds is not None:
         stopper = early_stopping(early_stopping_patience, epochs)
         callbacks.append(stopper)
+    finished = backup.finished(model)
+    if finished is not None:
+        log.info("training had finished; going straight to evaluation (%s)", backup.backup_dir)
+        return TrainResult(
+            history=epoch_log.history(finished["epochs_run"]),
+            seconds=finished["seconds"],
+            resumed_from_epoch=finished["epochs_run"],
+            stopped_early_at=finished["stopped_early_at"],
+        )
     resumed_from = backup.restore(model)
     if resumed_from:
         log.info("resuming after epoch %d from %s", resumed_from, run_dir / BACKUP_DIRNAME)
@@ -96,9 +108,14 @@ def train_model(
     # Fewer epochs than asked only when early stopping ended training.
     epochs_run = epoch_log.epochs_run(epochs)
     stopped_at = epochs_run if stopper is not None and epochs_run < epochs else None
-    return TrainResult(
+    result = TrainResult(
         history=epoch_log.history(stopped_at or epochs),
         seconds=seconds,
         resumed_from_epoch=resumed_from,
         stopped_early_at=stopped_at,
     )
+    backup.save_finished(
+        model,
+        {"epochs_run": stopped_at or epochs, "seconds": seconds, "stopped_early_at": stopped_at},
+    )
+    return result

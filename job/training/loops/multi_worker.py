@@ -9,7 +9,6 @@ tensorflow/tensorflow#72388), so each step runs with ``strategy.run`` over
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -90,9 +89,7 @@ def train_multi_worker(
         guard.uninstall()
     seconds = time.perf_counter() - started
     chief = strategies.is_chief(strategy)
-    if chief:
-        shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
-    else:
+    if not chief:  # the chief's checkpoint stays until the run is committed
         strategies.cleanup_worker_dir(work, run_dir)
     history = epoch_log.history(epochs) if chief else []
     return TrainResult(history, seconds, resumed_from, None, writes_outputs=chief)
