@@ -109,6 +109,10 @@ query: data ## Ask a running server (make serve) about the first 8 test images o
 bench: data ## Benchmark the seed's code path against the job's (prints a table)
 	$(BIN)/python bench/bench.py $(ARGS)
 
+.PHONY: bench-settings
+bench-settings: data ## Compare the default recipe's speed under the settings the job chose between
+	$(BIN)/python bench/settings.py $(ARGS)
+
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps runs/, models/ and data/)
 	rm -rf $(VENV) $(LINT_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

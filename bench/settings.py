@@ -1,0 +1,69 @@
+"""Compare the default recipe's speed under settings that the job's design chose between.
+
+    .venv/bin/python bench/settings.py [--rounds 2] [--epochs 5]
+
+Each variant is one ``python -m job train`` in a fresh process; the variants alternate
+round by round so that drift in the machine's speed hits them alike. Prints the median
+seconds per epoch (the job's own report, first epoch excluded) per variant. A script,
+not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# name: (extra environment, extra options)
+VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "as shipped": ({}, []),
+    "TensorFlow's thread defaults": (
+        {"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"},
+        [],
+    ),
+    "one slice per batch (inter-op 1)": ({"TF_NUM_INTEROP_THREADS": "1"}, []),
+    "--steps-per-execution 1": ({}, ["--steps-per-execution", "1"]),
+    "--steps-per-execution 32": ({}, ["--steps-per-execution", "32"]),
+    "--jit (XLA)": ({}, ["--jit"]),
+    "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
+}
+
+
+def run(env_extra: dict[str, str], options: list[str], epochs: int, out: Path) -> float:
+    """Seconds per epoch of one training run (median of the epochs after the first)."""
+    env = {**os.environ, **env_extra}
+    cmd = [sys.executable, "-m", "job", "train", "--no-export", "--epochs", str(epochs)]
+    cmd += ["--output-dir", str(out), *options]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    epochs_s = json.loads((out / "metrics.json").read_text())["timings"]["epoch_seconds"]
+    return statistics.median(epochs_s[1:] or epochs_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run")
+    args = parser.parse_args()
+    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for i, (name, (env_extra, options)) in enumerate(VARIANTS.items()):
+                out = Path(tmp) / f"{round_}-{i}"
+                seconds[name].append(run(env_extra, options, args.epochs, out))
+    base = statistics.median(seconds["as shipped"])
+    print(f"{'variant':<36} {'s/epoch':>8} {'vs shipped':>10}   runs")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{name:<36} {median:>8.2f} {median / base:>9.2f}x   {runs}")
+
+
+if __name__ == "__main__":
+    main()
