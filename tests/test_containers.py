@@ -67,9 +67,7 @@ def test_make_train_in_docker_on_gpu():
     out = make_dry_run("train", "RUNTIME=docker", "GPU=1", "ARGS=--epochs 10")
     assert "--build-arg BASE_TAG=2.21.0-gpu -t mnist-job:2.21.0-gpu" in out
     assert "docker run --rm --gpus all" in out
-    assert re.search(
-        r"mnist-job:2.21.0-gpu train --runs-dir runs --device gpu --epochs 10", out
-    )
+    assert re.search(r"mnist-job:2.21.0-gpu train --runs-dir runs --device gpu --epochs 10", out)
 
 
 def test_make_train_local_says_so():
