@@ -78,6 +78,11 @@ endif
 test: data ## Run the whole test suite (sets itself up)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-slurm
+test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster that sinfo answers
+	@sinfo -h >/dev/null 2>&1 || { echo "make test-slurm: no Slurm cluster answers sinfo here"; exit 2; }
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
+
 .PHONY: lint
 lint: $(INSTALLED) $(LINT_INSTALLED) ## ruff, hadolint, checkov (manifests, Dockerfiles) and bandit
 	$(BIN)/ruff check job serving tests bench

@@ -1,4 +1,5 @@
-"""Two real worker processes on 127.0.0.1 with TF_CONFIG: MultiWorkerMirroredStrategy."""
+"""Multi-worker training: two real worker processes on 127.0.0.1 with TF_CONFIG, and the
+Slurm cluster description from Slurm's variables (no cluster needed)."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import time
 
 import pytest
 
+from job.errors import JobError
+from job.training import slurm
 from job.training.strategies import resolve_mode
 from tests.conftest import REPO, free_port
 
@@ -120,3 +123,77 @@ def test_auto_picks_from_the_environment(monkeypatch, env, mode):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert resolve_mode("auto") == mode
+
+
+# --------------------------------------------------------------------------- Slurm, no cluster
+
+SLURM_STEP = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_STEP_ID": "0",
+    "SLURM_NTASKS": "4",
+    "SLURM_STEP_NODELIST": "node[07-08]",
+    "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+    "SLURM_NODEID": "1",
+    "SLURM_PROCID": "3",
+    "SLURM_LOCALID": "1",
+}
+
+
+@pytest.fixture
+def slurm_step(monkeypatch):
+    for name in ("TF_CONFIG", slurm.PORT_BASE_VARIABLE, "SLURM_STEP_RESV_PORTS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in SLURM_STEP.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def test_slurm_workers_are_every_task_of_the_step_in_order(slurm_step):
+    base = slurm.port_base()
+    assert slurm.worker_addresses() == [
+        f"node07:{base}", f"node07:{base + 1}", f"node08:{base}", f"node08:{base + 1}",
+    ]  # fmt: skip
+
+
+def test_slurm_ports_differ_between_jobs_and_can_be_set(slurm_step):
+    bases = set()
+    for job_id in range(4242, 4242 + 100):
+        slurm_step.setenv("SLURM_JOB_ID", str(job_id))
+        bases.add(slurm.port_base())
+    assert len(bases) == 100  # jobs side by side on a node never share ports
+    assert all(slurm.PORT_RANGE[0] <= b < slurm.PORT_RANGE[1] for b in bases)
+    slurm_step.setenv("SLURM_STEP_RESV_PORTS", "31000-31003")
+    assert slurm.port_base() == 31000
+    slurm_step.setenv(slurm.PORT_BASE_VARIABLE, "41000")
+    assert slurm.port_base() == 41000
+    slurm_step.setenv(slurm.PORT_BASE_VARIABLE, "80")
+    with pytest.raises(JobError, match="MNIST_JOB_PORT_BASE"):
+        slurm.port_base()
+
+
+def test_slurm_cluster_on_cpu_nodes_runs_no_program(slurm_step):
+    def no_programs(*args, **kwargs):
+        raise AssertionError(f"ran a program: {args}")
+
+    slurm_step.setattr(subprocess, "Popen", no_programs)
+    slurm_step.setattr(subprocess, "check_output", no_programs)
+    resolver = slurm.slurm_cluster_resolver()
+    assert resolver.task_type == "worker" and resolver.task_id == 3
+    assert len(resolver.cluster_spec().as_dict()["worker"]) == 4
+    assert resolver.num_accelerators() == {"GPU": 0}
+
+
+@pytest.mark.parametrize(
+    ("visible", "tasks", "local", "per_task", "expected"),
+    [
+        ([], 2, 1, "", []),  # CPU nodes
+        (["g0", "g1", "g2", "g3"], 2, 1, "", ["g2", "g3"]),  # every task sees all: a share
+        (["g5"], 2, 1, "1", ["g5"]),  # Slurm bound one GPU to this task already
+        (["g0"], 2, 1, "", ["g0"]),  # fewer GPUs than tasks: shared
+    ],
+)
+def test_each_slurm_task_trains_on_its_own_gpus(
+    monkeypatch, visible, tasks, local, per_task, expected
+):
+    monkeypatch.setenv("SLURM_GPUS_PER_TASK", per_task)
+    assert slurm.gpus_for_this_task(visible, tasks, local) == expected

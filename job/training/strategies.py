@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from job.errors import JobError
 from job.training.cluster import cluster_size, names_several_workers, tf_config, under_slurm
+from job.training.slurm import slurm_cluster_resolver
 
 STRATEGY_NAMES = {
     "none": "none",
@@ -46,7 +47,7 @@ def make_strategy(mode: str, per_replica_batch: int) -> tuple[dict, tf.distribut
         if cluster_size(tf_config().get("cluster", {})) >= 1:
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         elif under_slurm():
-            resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+            resolver = slurm_cluster_resolver()
         else:
             raise JobError("--distribute multi-worker: set TF_CONFIG, or run under srun")
         workers = cluster_size(resolver.cluster_spec().as_dict())

@@ -1,0 +1,112 @@
+"""The multi-worker cluster of a Slurm step, from Slurm's variables alone.
+
+TensorFlow's own ``SlurmClusterResolver`` runs ``nvidia-smi`` to count GPUs and divides
+them among a node's tasks, so it fails on CPU-only nodes and on GPU nodes without
+``nvidia-smi`` on the PATH; and every job it describes listens on port 8888 and up, so two
+jobs on one node collide. This one reads the hosts and tasks from ``SLURM_STEP_NODELIST``
+and ``SLURM_STEP_TASKS_PER_NODE``, takes the GPUs from what Slurm and TensorFlow say, and
+derives its ports from the job and step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tensorflow as tf
+from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
+    expand_hostlist,
+    expand_tasks_per_node,
+)
+
+from job.errors import JobError
+
+log = logging.getLogger(__name__)
+
+PORT_BASE_VARIABLE = "MNIST_JOB_PORT_BASE"
+PORT_RANGE = (20000, 60000)  # derived ports fall here, clear of the usual service ports
+PORTS_PER_STEP = 16  # one port per task on a node: up to 16 tasks of a step per node
+
+
+def _slurm(name: str) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise JobError(f"multi-worker under Slurm: {name} is not set (run the job with srun)")
+    return value
+
+
+def port_base() -> int:
+    """The first port of this step's tasks on each node.
+
+    ``MNIST_JOB_PORT_BASE`` wins; then ports Slurm reserved for the step (``srun
+    --resv-ports``); otherwise a base derived from the job and step ids, the same in every
+    task of the step, and different for jobs whose ids are less than 2,500 apart.
+    """
+    given = os.environ.get(PORT_BASE_VARIABLE)
+    if given:
+        if not given.isdigit() or not 1024 <= int(given) <= 65535 - PORTS_PER_STEP:
+            raise JobError(f"{PORT_BASE_VARIABLE}={given!r}: expected a port from 1024 up")
+        return int(given)
+    reserved = os.environ.get("SLURM_STEP_RESV_PORTS")
+    if reserved:
+        return int(reserved.split("-")[0].split(",")[0])
+    job, step = int(_slurm("SLURM_JOB_ID")), int(os.environ.get("SLURM_STEP_ID", "0") or 0)
+    slots = (PORT_RANGE[1] - PORT_RANGE[0]) // PORTS_PER_STEP
+    return PORT_RANGE[0] + ((job * 4 + step % 4) % slots) * PORTS_PER_STEP
+
+
+def worker_addresses() -> list[str]:
+    """``host:port`` of every task of the step, in task order (SLURM_PROCID)."""
+    hosts = expand_hostlist(_slurm("SLURM_STEP_NODELIST"))
+    tasks = expand_tasks_per_node(_slurm("SLURM_STEP_TASKS_PER_NODE"))
+    if len(hosts) != len(tasks):
+        raise JobError("multi-worker under Slurm: the node list and tasks per node disagree")
+    base = port_base()
+    return [
+        f"{host}:{base + local}"
+        for host, count in zip(hosts, tasks, strict=True)
+        for local in range(count)
+    ]
+
+
+def gpus_for_this_task(visible: list, tasks_on_node: int, local_id: int) -> list:
+    """The GPUs this task trains on, from those TensorFlow sees.
+
+    When Slurm already gave each task its own GPUs (``--gpus-per-task`` with binding), a
+    task sees just those; when every task sees all of the node's GPUs, each takes an equal
+    share by its local task id; with fewer GPUs than tasks they are shared.
+    """
+    per_task = os.environ.get("SLURM_GPUS_PER_TASK", "")
+    if per_task.isdigit() and len(visible) == int(per_task):
+        return visible
+    if tasks_on_node > 1 and len(visible) >= tasks_on_node:
+        share = len(visible) // tasks_on_node
+        return visible[local_id * share : (local_id + 1) * share]
+    return visible
+
+
+def slurm_cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
+    """This step's cluster for MultiWorkerMirroredStrategy, each task on its own GPUs.
+
+    Must run before TensorFlow's runtime starts (it may change the visible GPUs).
+    """
+    addresses = worker_addresses()
+    task_id = int(_slurm("SLURM_PROCID"))
+    local_id = int(os.environ.get("SLURM_LOCALID", "0"))
+    node_id = int(os.environ.get("SLURM_NODEID", "0"))
+    tasks_on_node = expand_tasks_per_node(_slurm("SLURM_STEP_TASKS_PER_NODE"))[node_id]
+    visible = tf.config.get_visible_devices("GPU")
+    mine = gpus_for_this_task(visible, tasks_on_node, local_id)
+    if mine != visible:
+        tf.config.set_visible_devices(mine, "GPU")
+    log.info(
+        "Slurm task %d of %d at %s, %d GPU(s)", task_id, len(addresses), addresses[task_id],
+        len(mine),
+    )  # fmt: skip
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": addresses}),
+        task_type="worker",
+        task_id=task_id,
+        num_accelerators={"GPU": len(mine)},
+        rpc_layer="grpc",
+    )
