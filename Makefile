@@ -100,6 +100,10 @@ lock: $(INSTALLED) ## Regenerate the lock files (hashes) from pyproject.toml and
 	$(BIN)/uv pip compile requirements-lint.in --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-lint.lock
 
+.PHONY: tensorboard
+tensorboard: $(INSTALLED) ## TensorBoard on ./runs at http://127.0.0.1:6006 (PORT=... to change)
+	$(BIN)/tensorboard --logdir $(RUNS_DIR) --host 127.0.0.1 --port $(or $(PORT),6006)
+
 .PHONY: serve
 serve: ## Build the TF Serving image with the newest export and run it (ports 8500, 8501)
 	@test -d $(MODELS_DIR)/mnist || { echo "no export in $(MODELS_DIR)/mnist: run make train first"; exit 2; }

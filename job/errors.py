@@ -4,6 +4,7 @@
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2  # bad data, bad options, unwritable paths (click uses 2 for usage too)
 EXIT_DATA_UNAVAILABLE = 3  # no data source could be reached
+EXIT_NOT_BLESSED = 4  # trained and reported, but the quality gate kept it from export
 EXIT_IO_ERROR = 74  # a write failed: no space, read-only or failing storage (EX_IOERR)
 EXIT_PREEMPTED = 75  # SIGTERM: the backup is saved, rerun the same command to resume (EX_TEMPFAIL)
 
@@ -35,3 +36,9 @@ class OutputError(JobError):
     """Writing an output failed (no space left, a read-only file system, an I/O error)."""
 
     exit_code = EXIT_IO_ERROR
+
+
+class NotBlessed(JobError):
+    """The run finished, but its model did not pass the quality gate: no version written."""
+
+    exit_code = EXIT_NOT_BLESSED

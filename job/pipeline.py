@@ -65,7 +65,7 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
     dataset = load_data(config)
 
     # TensorFlow is imported only now, after the cheap checks, so bad input fails fast.
-    from job import evaluate, model, report
+    from job import evaluate, gate, model, report, tensorboard
     from job.export import savedmodel
     from job.training import devices, inputs, loops, optimizer, strategies
 
@@ -120,6 +120,14 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
     staging = rundir.fresh_staging(config.run_dir)
     write_figures(staging, result.history, dataset.arrays, probabilities, metrics, t.seed)
     save_keras_atomic(net, staging / rundir.MODEL_FILENAME)
+    tensorboard.write_run_summary(
+        config.run_dir / rundir.TENSORBOARD_DIRNAME,
+        {name: (staging / name).read_bytes() for name in FIGURES},
+        tensorboard.hparams_of(config.to_dict()["train"]),
+        test_accuracy,
+        test_loss,
+        run_name=config.run_dir.name,
+    )
 
     summary = {
         "config": config.to_dict(),
@@ -149,8 +157,17 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
             "predicted_accuracy": metrics["accuracy"],
         },
     }
-    export_path = None
+    blessing = None
     if config.export:
+        blessing = gate.decide(
+            test_accuracy,
+            config.export_dir,
+            config.min_test_accuracy,
+            config.gate,
+            config.gate_tolerance,
+        )
+    export_path = None
+    if blessing and blessing["blessed"]:
         export_path = savedmodel.export_for_serving(
             net,
             config.export_dir,
@@ -166,6 +183,7 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
             "figures": list(FIGURES),
             "export": str(export_path) if export_path else None,
         },
+        blessing=blessing,
     )
     rundir.commit_outputs(staging, config.run_dir)
     report.write_report(config.run_dir, full)
@@ -176,6 +194,8 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
         test_loss,
         config.run_dir / report.REPORT_FILENAME,
     )
+    if blessing:
+        gate.refuse_unblessed(blessing, config.export_dir)  # after the report: it says why
     return full
 
 

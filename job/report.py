@@ -48,6 +48,7 @@ def build_report(
     timings: dict,
     artifacts: dict,
     distribution: dict,
+    blessing: dict | None = None,
 ) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -62,6 +63,7 @@ def build_report(
         "test": test,
         "timings": timings,
         "artifacts": artifacts,
+        "blessing": blessing,
     }
 
 
@@ -97,6 +99,7 @@ def reports_table(reports: list[dict]) -> pd.DataFrame:
             {
                 "run": Path(r["_path"]).parent.name if "_path" in r else "",
                 "recipe": train["recipe"],
+                "seed": train["seed"],
                 "epochs": len(r["training"]["history"]),
                 "batch": train["batch_size"],
                 "device": r["environment"]["device"]["used"],
@@ -110,3 +113,42 @@ def reports_table(reports: list[dict]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+SUMMARISED = ("test_acc", "train_s")  # the columns summarised per group
+
+
+def summarize_groups(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per group: the run count, and mean, standard deviation, min and max of test
+    accuracy and training seconds.
+
+    Raises:
+        JobError: a column to group by is not in the table.
+    """
+    unknown = [c for c in columns if c not in table.columns]
+    if unknown or not columns:
+        raise JobError(
+            f"--group-by {','.join(unknown) or '(nothing)'}: not a column; "
+            f"choose from {', '.join(c for c in table.columns if c not in SUMMARISED)}"
+        )
+    groups = table.groupby(columns, sort=True, dropna=False)
+    out = groups.size().rename("runs").to_frame()
+    for column in SUMMARISED:
+        stats = groups[column].agg(["mean", "std", "min", "max"]).fillna(0.0)
+        out = out.join(stats.rename(columns=lambda stat, c=column: f"{c}_{stat}"))
+    return out.reset_index().round(4)
+
+
+def format_table(table: pd.DataFrame, output_format: str) -> str:
+    """The table as plain text, Markdown, CSV or JSON records."""
+    if output_format == "json":
+        return table.to_json(orient="records", indent=2)
+    if output_format == "csv":
+        return table.to_csv(index=False).rstrip("\n")
+    if output_format == "markdown":
+        header = "| " + " | ".join(map(str, table.columns)) + " |"
+        rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+        rows = ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
+        return "\n".join([header, rule, *rows])
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        return table.to_string(index=False)

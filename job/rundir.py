@@ -30,6 +30,7 @@ MODEL_FILENAME = "model.keras"
 HISTORY_FILENAME = "history.json"  # every finished epoch, kept across restarts
 BACKUP_DIRNAME = "backup"  # the last finished epoch's state, while the run is unfinished
 STAGING_DIRNAME = ".staging"  # outputs written before they are moved in together
+TENSORBOARD_DIRNAME = "tensorboard"  # event files, written as training goes
 LOCK_FILENAME = ".lock"
 
 
@@ -122,6 +123,7 @@ def _check_or_clear(run_dir: Path, overwrite: bool) -> None:
         raise JobError(f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir")
     if overwrite:  # start afresh: an old backup or history would be resumed otherwise
         shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
+        shutil.rmtree(run_dir / TENSORBOARD_DIRNAME, ignore_errors=True)
         (run_dir / HISTORY_FILENAME).unlink(missing_ok=True)
 
 

@@ -85,3 +85,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the event files of ``log_dir`` (not its subfolders): tag -> [(step,
+    value)] in the order written."""
+    import tensorflow as tf
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    number = float(tf.make_ndarray(value.tensor))
+                    scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
+
+
+def summary_tags(log_dir: Path) -> set[str]:
+    """Every tag in the event files of ``log_dir``, whatever its plugin."""
+    import tensorflow as tf
+
+    return {
+        value.tag
+        for events in log_dir.glob("events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(str(events))
+        for value in event.summary.value
+    }

@@ -13,7 +13,7 @@ import pytest
 from job.errors import JobError
 from job.training import slurm
 from job.training.strategies import resolve_mode
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, read_scalars
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +75,9 @@ def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
     assert [e["epoch"] for e in report["training"]["history"]] == [1]
     assert report["test"]["accuracy"] > 0.85
     assert not [p for p in run_dir.iterdir() if p.name.startswith((".worker", "backup"))]
+    # The chief alone writes TensorBoard: one event file, each epoch once.
+    assert len(list((run_dir / "tensorboard" / "train").iterdir())) == 1
+    assert [s for s, _ in read_scalars(run_dir / "tensorboard" / "train")["epoch_loss"]] == [0]
 
 
 def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
@@ -99,6 +102,10 @@ def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
     assert [e["epoch"] for e in report["training"]["history"]] == [1, 2, 3]
     assert report["training"]["resumed_from_epoch"] >= 1
     assert report["test"]["accuracy"] > 0.9
+    logged = read_scalars(run_dir / "tensorboard" / "train")["epoch_loss"]
+    assert logged == [
+        (e["epoch"] - 1, pytest.approx(e["loss"])) for e in report["training"]["history"]
+    ]
 
 
 @pytest.mark.parametrize(

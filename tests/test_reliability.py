@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from job import plots
 from job.cli import main
 from job.errors import EXIT_PREEMPTED
-from tests.conftest import REPO
+from tests.conftest import REPO, read_scalars
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,11 @@ def test_interrupted_run_resumes_and_reports_each_epoch_once(
     assert [e["epoch"] for e in report["training"]["history"]] == [1, 2, 3]
     assert report["training"]["resumed_from_epoch"] >= 1
     assert abs(report["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.01
-    assert not (run_dir / "backup").exists()  # removed once training completed
+    assert not (run_dir / "backup").exists()  # removed once the run was committed
+    # TensorBoard continues the same logs: every epoch once, with the report's values.
+    logged = read_scalars(run_dir / "tensorboard" / "train")["epoch_loss"]
+    history = report["training"]["history"]
+    assert logged == [(e["epoch"] - 1, pytest.approx(e["loss"])) for e in history]
 
 
 def test_deterministic_runs_are_bit_identical(tmp_path, mnist_path):

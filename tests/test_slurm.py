@@ -106,3 +106,22 @@ def test_two_jobs_side_by_side_both_finish(tmp_path):
     assert overlapped, "the two jobs never ran at the same time"
     for job_id in ids:
         assert report(tmp_path, job_id)["distribution"]["workers"] == 2, job_id
+
+
+def test_a_sweep_array_reads_as_one_row(tmp_path):
+    env = {**os.environ, "MNIST_RUNS_DIR": str(tmp_path), "MNIST_JOB_CACHE_DIR": str(REPO / "data")}
+    done = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--array=1-3", "--cpus-per-task=1",
+         f"--output={tmp_path}/sweep-%A-%a.log", "deploy/slurm-sweep.sbatch",
+         "--limit", "2000", "--epochs", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (sweep,) = tmp_path.glob("sweep-*/")
+    table = subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-m", "job", "report", *map(str, sweep.iterdir()),
+         "--group-by", "recipe,epochs", "--format", "json"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (row,) = json.loads(table.stdout)
+    assert row["runs"] == 3 and row["test_acc_min"] <= row["test_acc_mean"] <= row["test_acc_max"]

@@ -6,6 +6,7 @@ No TensorFlow here, so a run can check its ``--version`` before it trains.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from pathlib import Path
@@ -59,3 +60,15 @@ def rename_into_version(tmp: Path, export_dir: Path, version: int | None) -> Pat
             if version is not None:
                 raise JobError(f"{final}: appeared while exporting; not overwritten") from None
     raise JobError(f"{export_dir}: no free version after {RENAME_TRIES} tries")
+
+
+def newest_recorded_accuracy(export_dir: Path, run_info_file: str) -> tuple[int, float] | None:
+    """(version, test accuracy) of the newest version whose run record states one."""
+    for version in reversed(existing_versions(export_dir)):
+        record = export_dir / str(version) / "assets.extra" / run_info_file
+        try:
+            accuracy = json.loads(record.read_text())["test"]["accuracy"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # exported by something else, or unreadable: not a baseline
+        return version, float(accuracy)
+    return None

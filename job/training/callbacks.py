@@ -16,6 +16,11 @@ FINAL_MODEL = "final.keras"  # in the backup folder once training has finished
 FINISHED_RECORD = "finished.json"
 
 
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The rate the optimizer applies now (a schedule evaluated at its step count)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
 class EpochLog(keras.callbacks.Callback):
     """Keeps every finished epoch's metrics and duration in ``history.json``, across restarts.
 
@@ -36,7 +41,9 @@ class EpochLog(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        entry = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        entry = {k: float(v) for k, v in (logs or {}).items()}
+        if "learning_rate" not in entry and self.model is not None:
+            entry["learning_rate"] = current_learning_rate(self.model.optimizer)
         entry["seconds"] = time.perf_counter() - self._started
         self.epochs[epoch] = entry
         write_json_atomic(self.path, {str(k): v for k, v in sorted(self.epochs.items())})

@@ -20,7 +20,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from job.rundir import BACKUP_DIRNAME, HISTORY_FILENAME
+from job.rundir import BACKUP_DIRNAME, HISTORY_FILENAME, TENSORBOARD_DIRNAME
+from job.tensorboard import EpochSummaries
 from job.training.callbacks import (
     EpochBackup,
     EpochLog,
@@ -76,11 +77,13 @@ def train_model(
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # a bar on a terminal, a line per epoch in logs
     epoch_log = EpochLog(run_dir / HISTORY_FILENAME)
+    summaries = EpochSummaries(run_dir / TENSORBOARD_DIRNAME, epoch_log)
     guard = PreemptionGuard()
     backup = EpochBackup(run_dir / BACKUP_DIRNAME)
     # EpochLog runs before the backup: a crash between the two re-runs the epoch and
     # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
-    callbacks: list[keras.callbacks.Callback] = [guard, epoch_log, backup]
+    # The summaries read the log's entry, so TensorBoard and the report agree.
+    callbacks: list[keras.callbacks.Callback] = [guard, epoch_log, summaries, backup]
     stopper = None
     if early_stopping_patience and val_ds is not None:
         stopper = early_stopping(early_stopping_patience, epochs)
@@ -88,6 +91,8 @@ def train_model(
     finished = backup.finished(model)
     if finished is not None:
         log.info("training had finished; going straight to evaluation (%s)", backup.backup_dir)
+        summaries.restart(finished["epochs_run"])
+        summaries.close()
         return TrainResult(
             history=epoch_log.history(finished["epochs_run"]),
             seconds=finished["seconds"],
@@ -97,6 +102,7 @@ def train_model(
     resumed_from = backup.restore(model)
     if resumed_from:
         log.info("resuming after epoch %d from %s", resumed_from, run_dir / BACKUP_DIRNAME)
+    summaries.restart(resumed_from)
     run = run_local_loop if loop == "local" else run_keras_fit
     guard.install()
     started = time.perf_counter()

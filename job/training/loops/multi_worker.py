@@ -15,9 +15,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from job.rundir import BACKUP_DIRNAME, HISTORY_FILENAME
+from job.rundir import BACKUP_DIRNAME, HISTORY_FILENAME, TENSORBOARD_DIRNAME
+from job.tensorboard import EpochSummaries
 from job.training import strategies
-from job.training.callbacks import EpochLog, PreemptionGuard
+from job.training.callbacks import EpochLog, PreemptionGuard, current_learning_rate
 from job.training.loops.result import TrainResult
 from job.training.loops.sums import epoch_logs, loss_and_correct
 
@@ -64,6 +65,10 @@ def train_multi_worker(
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
 
     epoch_log = EpochLog(work / HISTORY_FILENAME)
+    chief = strategies.is_chief(strategy)
+    summaries = EpochSummaries(run_dir / TENSORBOARD_DIRNAME, epoch_log) if chief else None
+    if summaries is not None:
+        summaries.restart(resumed_from)
     guard = PreemptionGuard()
     guard.install()
     started = time.perf_counter()
@@ -75,7 +80,10 @@ def train_multi_worker(
                 totals += tf.stack(train_step(images, labels))
                 guard.check()
             metrics = epoch_logs(totals.numpy())
+            metrics["learning_rate"] = current_learning_rate(optimizer)
             epoch_log.on_epoch_end(epoch, metrics)
+            if summaries is not None:
+                summaries.write_epoch(epoch)
             log.info(
                 "epoch %d/%d - loss %.4f - accuracy %.4f",
                 epoch + 1,
@@ -87,8 +95,9 @@ def train_multi_worker(
             manager.save()  # every worker saves (a collective); only the chief's path is kept
     finally:
         guard.uninstall()
+        if summaries is not None:
+            summaries.close()
     seconds = time.perf_counter() - started
-    chief = strategies.is_chief(strategy)
     if not chief:  # the chief's checkpoint stays until the run is committed
         strategies.cleanup_worker_dir(work, run_dir)
     history = epoch_log.history(epochs) if chief else []

@@ -1,0 +1,49 @@
+"""Command line: the only place that reads options and the environment.
+
+Heavy modules (TensorFlow) are imported inside the commands, so ``--help`` and option
+errors answer at once. One module per group of commands: ``train``, ``commands`` (data,
+export, report); shared options in ``options``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from job.cli.errors import expected_errors
+from job.cli.options import DEFAULT_CACHE_DIR
+
+__all__ = ["DEFAULT_CACHE_DIR", "expected_errors", "main"]
+
+log = logging.getLogger("job")
+
+
+def setup_logging(verbose: bool) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="mnist-job")
+def main(verbose: bool) -> None:
+    """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
+    setup_logging(verbose)
+
+
+def _register() -> None:
+    from job.cli.commands import data_command, export, report
+    from job.cli.train import train
+
+    for command in (train, data_command, export, report):
+        main.add_command(command)
+
+
+_register()

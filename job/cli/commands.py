@@ -1,0 +1,92 @@
+"""``python -m job data``, ``export`` and ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from job.cli.errors import expected_errors
+from job.cli.options import data_options, export_dir_option, export_version_option, gate_options
+
+
+@click.command("data")
+@data_options
+@expected_errors
+def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None:
+    """Fetch (if needed) and verify MNIST without training."""
+    from job.data import load_mnist
+
+    dataset = load_mnist(data_path, cache_dir, allow_network=not offline)
+    info = dataset.describe()
+    click.echo(
+        f"{info['train_examples']} train + {info['test_examples']} test images from "
+        f"{info['source']} ({info['path']}); sha256 {info['sha256'][:16]}...; "
+        f"{'byte-exact original MNIST' if info['canonical_mnist'] else 'not the original MNIST'}"
+    )
+
+
+@click.command()
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A finished run directory (holds model.keras and metrics.json).",
+)
+@export_dir_option
+@export_version_option
+@gate_options
+@expected_errors
+def export(run_dir, export_dir, export_version, min_test_accuracy, gate, gate_tolerance) -> None:
+    """Export a finished run's model.keras as a SavedModel for TensorFlow Serving.
+
+    The quality gate applies as in train: the run's test accuracy against
+    --min-test-accuracy and the newest exported version (--no-gate to skip both).
+    """
+    from job import gate as quality_gate
+    from job.errors import JobError
+    from job.export.savedmodel import export_for_serving
+    from job.report import REPORT_FILENAME, read_report
+    from job.rundir import load_trained_model
+
+    model = load_trained_model(run_dir)
+    report = read_report(run_dir) if (run_dir / REPORT_FILENAME).exists() else None
+    gating = gate or min_test_accuracy is not None
+    if gating:
+        if report is None:
+            raise JobError(f"{run_dir}: no {REPORT_FILENAME} to gate on; pass --no-gate")
+        blessing = quality_gate.decide(
+            report["test"]["accuracy"], export_dir, min_test_accuracy, gate, gate_tolerance
+        )
+        quality_gate.refuse_unblessed(blessing, export_dir)
+    run_info = {k: report[k] for k in ("config", "data", "model", "test")} if report else None
+    path = export_for_serving(model, export_dir, export_version, run_info)
+    click.echo(str(path))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--group-by",
+    metavar="COLUMNS",
+    help="Summarise runs per group of these columns, e.g. recipe,epochs: count, mean, std, "
+    "min and max of test accuracy and training time (a sweep of seeds reads as one row).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+@expected_errors
+def report(paths: tuple[Path, ...], group_by: str | None, output_format: str, as_json: bool):
+    """Print metrics reports (files or run directories), one row per run or per group."""
+    from job.report import format_table, read_report, reports_table, summarize_groups
+
+    table = reports_table([read_report(p) for p in paths])
+    if group_by:
+        table = summarize_groups(table, [c.strip() for c in group_by.split(",") if c.strip()])
+    click.echo(format_table(table, "json" if as_json else output_format))

@@ -1,0 +1,98 @@
+"""Options shared by several commands, and their checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from job.gate import DEFAULT_TOLERANCE
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
+
+
+def data_options(command):
+    options = [
+        click.option(
+            "--data",
+            "data_path",
+            type=click.Path(path_type=Path),
+            help="A Keras-format mnist.npz to use; no other source is tried.",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path),
+            envvar="MNIST_JOB_CACHE_DIR",
+            default=DEFAULT_CACHE_DIR,
+            show_default=True,
+            show_envvar=True,
+            help="Where verified MNIST is cached as mnist.npz.",
+        ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            envvar="MNIST_JOB_OFFLINE",
+            show_envvar=True,
+            help="Never use the network; only --data or the caches.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def positive(ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be a positive integer, got {value}")
+    return value
+
+
+def fraction(ctx, param, value):
+    if value is not None and not 0 <= value < 1:
+        raise click.BadParameter(f"must be in [0, 1), got {value}")
+    return value
+
+
+# Shared by train and export, which both write a version under the model base path.
+export_dir_option = click.option(
+    "--export-dir",
+    type=click.Path(path_type=Path),
+    default=Path("models/mnist"),
+    show_default=True,
+    help="Model base path; versions are numbered folders in it.",
+)
+export_version_option = click.option(
+    "--version",
+    "export_version",
+    type=int,
+    callback=positive,
+    help="Export version number.  [default: next free]",
+)
+
+
+def gate_options(command):
+    """The quality gate before export: shared by train and export."""
+    options = [
+        click.option(
+            "--min-test-accuracy",
+            type=click.FloatRange(0, 1),
+            help="Export only a model with at least this test accuracy.",
+        ),
+        click.option(
+            "--gate/--no-gate",
+            default=True,
+            show_default=True,
+            help="Export only a model no worse than the newest exported version (its recorded "
+            "test accuracy, less --gate-tolerance).",
+        ),
+        click.option(
+            "--gate-tolerance",
+            type=click.FloatRange(0, 1),
+            default=DEFAULT_TOLERANCE,
+            show_default=True,
+            help="How far under the newest version's test accuracy still passes.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

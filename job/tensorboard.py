@@ -1,0 +1,96 @@
+"""TensorBoard event files in ``<run>/tensorboard``, laid out as Keras' TensorBoard callback
+lays them out: ``train/`` and ``validation/`` with per-epoch ``epoch_loss``,
+``epoch_accuracy`` and (train) ``epoch_learning_rate``; and at the end of a run, in the
+folder itself, the four figures as images and the configuration as hparams with the test
+accuracy and loss as its metrics (the HParams tab).
+
+Every value comes from the run's epoch log, so TensorBoard and ``metrics.json`` agree. A
+resumed run rewrites the epochs it resumes from and then goes on, so no epoch is logged
+twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+TRAIN, VALIDATION = "train", "validation"
+LEARNING_RATE_TAG = "epoch_learning_rate"
+TEST_ACCURACY_TAG, TEST_LOSS_TAG = "test/accuracy", "test/loss"
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Writes each finished epoch of ``epoch_log`` (a callbacks.EpochLog placed before this
+    one) to the train and validation event files."""
+
+    def __init__(self, log_dir: Path, epoch_log):
+        super().__init__()
+        self.log_dir = log_dir
+        self.epoch_log = epoch_log
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def _writer(self, split: str) -> tf.summary.SummaryWriter:
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
+        return self._writers[split]
+
+    def restart(self, completed_epochs: int) -> None:
+        """Start the event files afresh with the first ``completed_epochs`` epochs of the log:
+        whatever a cut-off process wrote after its last backup is gone."""
+        self.close()
+        for split in (TRAIN, VALIDATION):
+            shutil.rmtree(self.log_dir / split, ignore_errors=True)
+        for epoch in range(completed_epochs):
+            self.write_epoch(epoch)
+
+    def write_epoch(self, epoch: int) -> None:
+        entry = self.epoch_log.epochs[epoch]
+        for split, prefix in ((TRAIN, ""), (VALIDATION, "val_")):
+            values = {k: entry[prefix + k] for k in ("loss", "accuracy") if prefix + k in entry}
+            if not values:
+                continue
+            with self._writer(split).as_default(step=epoch):
+                for name, value in values.items():
+                    tf.summary.scalar(f"epoch_{name}", value)
+                if split == TRAIN and "learning_rate" in entry:
+                    tf.summary.scalar(LEARNING_RATE_TAG, entry["learning_rate"])
+            self._writer(split).flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.write_epoch(epoch)
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def hparams_of(train_config: dict) -> dict:
+    """The training configuration as TensorBoard hparams (bool, int, float or str)."""
+    return {k: "none" if v is None else v for k, v in train_config.items()}
+
+
+def write_run_summary(
+    log_dir: Path, figures: dict[str, bytes], hparams: dict, test_accuracy: float,
+    test_loss: float, run_name: str,
+) -> None:  # fmt: skip
+    """The four figures (PNG bytes) as images, the hparams and the test metrics."""
+    from tensorboard.plugins.hparams import api as hp
+
+    for earlier in log_dir.glob("events.out.tfevents.*"):  # a rerun's summary replaces it
+        earlier.unlink()
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(step=0):
+        for name, png in figures.items():
+            image = tf.io.decode_png(png, channels=4)[tf.newaxis]
+            tf.summary.image(f"figures/{Path(name).stem}", image)
+        hp.hparams(hparams, trial_id=run_name)
+        tf.summary.scalar(TEST_ACCURACY_TAG, test_accuracy)
+        tf.summary.scalar(TEST_LOSS_TAG, test_loss)
+    writer.close()
