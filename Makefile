@@ -11,7 +11,7 @@ LINT_INSTALLED := $(LINT_VENV)/.installed
 TF_VERSION := 2.21.0
 
 # Where MNIST is cached (both runtimes), and where runs and exports land on the host.
-DATA_DIR ?= $(CURDIR)/data
+DATA_DIR ?= $(HOME)/.cache/mnist-job
 RUNS_DIR ?= $(CURDIR)/runs
 MODELS_DIR ?= $(CURDIR)/models
 export MNIST_JOB_CACHE_DIR := $(DATA_DIR)
@@ -57,7 +57,7 @@ $(DATA_DIR)/mnist.npz: | $(INSTALLED)
 	$(BIN)/python -m job data
 
 .PHONY: data
-data: $(DATA_DIR)/mnist.npz ## Fetch and verify MNIST into ./data
+data: $(DATA_DIR)/mnist.npz ## Fetch and verify MNIST into the cache the CLIs read (~/.cache/mnist-job)
 
 .PHONY: train
 train: ## Train, evaluate, report and export (Docker when available, else local)
@@ -114,15 +114,25 @@ serve: ## Build the TF Serving image with the newest export and run it (ports 85
 query: data ## Ask a running server (make serve) about the first 8 test images over REST
 	$(BIN)/python -m serving predict --rest http://localhost:8501 --mnist-test 0:8
 
+.PHONY: verify
+verify: data ## Post-deploy check of a running server (make serve) against the newest run (RUN=...)
+	$(BIN)/python -m serving verify --rest http://localhost:8501 \
+		--run $(or $(RUN),$(lastword $(sort $(wildcard $(RUNS_DIR)/*/metrics.json))))
+
 .PHONY: bench
 bench: data ## Benchmark the seed's code path against the job's (prints a table)
 	$(BIN)/python bench/bench.py $(ARGS)
+
+.PHONY: verify
+verify: data ## Post-deploy check of a running server (make serve) against the newest run (RUN=...)
+	$(BIN)/python -m serving verify --rest http://localhost:8501 \
+		--run $(or $(RUN),$(lastword $(sort $(wildcard $(RUNS_DIR)/*/metrics.json))))
 
 .PHONY: bench-settings
 bench-settings: data ## Compare the default recipe's speed under the settings the job chose between
 	$(BIN)/python bench/settings.py $(ARGS)
 
 .PHONY: clean
-clean: ## Remove the virtualenv and caches (keeps runs/, models/ and data/)
+clean: ## Remove the virtualenvs and caches (keeps runs/, models/ and the MNIST cache)
 	rm -rf $(VENV) $(LINT_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MNIST_JOB_CACHE_DIR", REPO / "data")) / "mnist.npz"
+DATA = (
+    Path(os.environ.get("MNIST_JOB_CACHE_DIR", Path.home() / ".cache" / "mnist-job")) / "mnist.npz"
+)
 
 
 # --------------------------------------------------------------------------- workers

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from job.cli.options import DEFAULT_CACHE_DIR
 from job.export import contract as c
 from serving.client import ServingError
 
@@ -78,18 +79,29 @@ def main() -> None:
     help="Send MNIST test images by index (needs the data cache: make data).",
 )
 @click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar="MNIST_JOB_CACHE_DIR",
+    default=DEFAULT_CACHE_DIR,
+    show_default=True,
+    show_envvar=True,
+    help="The verified MNIST cache for --mnist-test (the one make and python -m job fill).",
+)
+@click.option(
     "--invert",
     is_flag=True,
     help="Images are dark digits on light paper: decode here and invert (MNIST is light on dark).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
-def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range, invert, as_json):
+def predict(
+    rest, grpc_target, model, model_version, timeout, files, mnist_range, cache_dir, invert, as_json
+):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
     import numpy as np
 
-    from serving import client
+    from serving import client, inputs
 
     call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
     names, truths, pixel_sets, encoded = [], [], [], []
@@ -97,19 +109,19 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
         if not path.exists():
             raise ServingError(f"{path}: no such file")
         if path.suffix.lower() == ".npy":
-            pixels = client.read_npy(path)
+            pixels = inputs.read_npy(path)
             pixel_sets.append(pixels)
             names += [f"{path.name}[{i}]" for i in range(len(pixels))]
             truths += [None] * len(pixels)
         elif invert:
-            pixel_sets.append(client.image_to_pixels(path, invert=True)[np.newaxis])
+            pixel_sets.append(inputs.image_to_pixels(path, invert=True)[np.newaxis])
             names.append(path.name)
             truths.append(None)
         else:
-            encoded.append((path.name, client.read_image_bytes(path)))
+            encoded.append((path.name, inputs.read_image_bytes(path)))
     if mnist_range:
-        indices = client.parse_index_range(mnist_range)
-        images, labels = load_mnist_test(indices)
+        indices = inputs.parse_index_range(mnist_range)
+        images, labels = load_mnist_test(cache_dir, indices)
         pixel_sets.append(images)
         names += [f"mnist-test[{indices.start + i}]" for i in range(len(labels))]
         truths += [int(label) for label in labels]
@@ -124,7 +136,7 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
     if pixel_sets:
         batches.append({"pixels": np.concatenate(pixel_sets)})
     results = [
-        call(target, model, version=model_version, timeout=timeout, **inputs) for inputs in batches
+        call(target, model, version=model_version, timeout=timeout, **batch) for batch in batches
     ]
     probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
     digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
@@ -141,18 +153,19 @@ def predict(rest, grpc_target, model, model_version, timeout, files, mnist_range
         click.echo(f"{row['input']:<28} {row['digit']:>5} {row['confidence']:>10.4f} {true:>5}")
 
 
-def load_mnist_test(indices: slice):
+def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
     """MNIST test images from the job's verified cache (no network)."""
-    from job.cli import DEFAULT_CACHE_DIR
     from job.data import load_mnist
     from job.errors import JobError
 
-    cache = Path(os.environ.get("MNIST_JOB_CACHE_DIR", DEFAULT_CACHE_DIR))
     try:
-        arrays = load_mnist(None, cache, allow_network=False).arrays
-    except JobError as exc:
-        raise ServingError(f"--mnist-test: {exc}") from None
-    if indices.stop > len(arrays.x_test):
+        arrays = load_mnist(None, cache_dir, allow_network=False).arrays
+    except JobError:
+        raise ServingError(
+            f"no verified MNIST in {cache_dir}: fill it with `python -m job data "
+            "--cache-dir DIR` (or make data), or pass --cache-dir"
+        ) from None
+    if indices.stop is not None and indices.stop > len(arrays.x_test):
         raise ServingError(f"--mnist-test: the test set has {len(arrays.x_test)} images")
     return arrays.x_test[indices], arrays.y_test[indices]
 
@@ -181,3 +194,59 @@ def metadata(rest, grpc_target, model, model_version, timeout):
         rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
     )
     click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
+
+
+@main.command()
+@server_options
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The finished run whose model is served (its metrics.json).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, c.MAX_BATCH),
+    default=256,
+    show_default=True,
+    help="Images per request.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar="MNIST_JOB_CACHE_DIR",
+    default=DEFAULT_CACHE_DIR,
+    show_default=True,
+    show_envvar=True,
+    help="The verified MNIST cache.",
+)
+@one_line_errors
+def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size, cache_dir):
+    """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
+    test set against the run's report. Exit 0 only when they agree."""
+    from job.errors import JobError
+    from job.report import read_report
+    from serving import client
+    from serving.verify import verify as check
+
+    try:
+        reported = read_report(run_dir)["test"]["accuracy"]
+    except JobError as exc:
+        raise ServingError(str(exc)) from None
+    call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
+    meta_call, _ = pick_server(
+        rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
+    )
+    images, labels = load_mnist_test(cache_dir)
+    result = check(
+        lambda pixels: call(target, model, version=model_version, timeout=timeout, pixels=pixels),
+        meta_call(target, model, model_version, timeout),
+        images,
+        labels,
+        reported,
+        batch_size,
+    )
+    if not result.agrees:
+        raise ServingError(f"{target}: {result.summary()} ({run_dir})")
+    click.echo(result.summary())

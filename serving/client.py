@@ -7,8 +7,6 @@ with one line that says what went wrong.
 from __future__ import annotations
 
 import base64
-import io
-from pathlib import Path
 
 import numpy as np
 import requests
@@ -20,92 +18,7 @@ class ServingError(Exception):
     """A failed request or an input that cannot be sent; the message is one line."""
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def check_pixels(pixels: np.ndarray, source: object) -> np.ndarray:
-    """[28, 28] or [N, 28, 28] pixels in 0..255 -> uint8 [N, 28, 28]."""
-    pixels = np.asarray(pixels)
-    if pixels.shape == (c.IMAGE_SIZE, c.IMAGE_SIZE):
-        pixels = pixels[np.newaxis]
-    if pixels.ndim != 3 or pixels.shape[1:] != (c.IMAGE_SIZE, c.IMAGE_SIZE):
-        raise ServingError(f"{source}: shape {pixels.shape}, expected (28, 28) or (N, 28, 28)")
-    if pixels.dtype.kind not in "fiu":
-        raise ServingError(f"{source}: dtype {pixels.dtype}, expected numbers 0..255")
-    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
-        raise ServingError(f"{source}: contains NaN or infinite values")
-    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
-        raise ServingError(f"{source}: values outside 0..255 (scaling happens in the model)")
-    return np.rint(pixels).astype(np.uint8)
-
-
-def read_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ServingError(f"{path}: not a readable .npy array ({exc})") from None
-    if isinstance(array, np.lib.npyio.NpzFile):
-        raise ServingError(f"{path}: an .npz archive; expected one .npy array")
-    return check_pixels(array, path)
-
-
-def _image_problems():
-    """What Pillow raises for a file it cannot read: bad, truncated or oversized images."""
-    import struct
-
-    from PIL import Image
-
-    return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
-
-
-def read_image_bytes(path: Path) -> bytes:
-    """The file's bytes, after checking that it is a whole PNG, JPEG, GIF or BMP image within
-    the contract's size (the header is read first: a small file can claim a huge image)."""
-    from PIL import Image
-
-    try:
-        raw = path.read_bytes()
-        with Image.open(io.BytesIO(raw)) as image:
-            kind, (width, height) = image.format, image.size
-            if width * height > c.MAX_IMAGE_PIXELS:
-                raise ServingError(
-                    f"{path}: {width}x{height} pixels; the limit is {c.MAX_IMAGE_PIXELS}"
-                )
-            image.verify()
-    except _image_problems() as exc:
-        raise ServingError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({exc})") from None
-    if kind not in ("PNG", "JPEG", "GIF", "BMP"):
-        raise ServingError(f"{path}: {kind} images are not supported; use PNG or JPEG")
-    return raw
-
-
-def image_to_pixels(path: Path, invert: bool) -> np.ndarray:
-    """Decode on the client (for --invert): grayscale, resized to 28x28, optionally inverted."""
-    from PIL import Image
-
-    raw = read_image_bytes(path)
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            gray = image.convert("L").resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
-            pixels = np.asarray(gray, dtype=np.uint8)
-    except _image_problems() as exc:
-        raise ServingError(f"{path}: cannot decode the image ({exc})") from None
-    return 255 - pixels if invert else pixels
-
-
-def parse_index_range(spec: str) -> slice:
-    """'0:16' -> slice(0, 16); '7' -> slice(7, 8)."""
-    try:
-        if ":" in spec:
-            start, stop = (int(part) for part in spec.split(":", 1))
-        else:
-            start = int(spec)
-            stop = start + 1
-    except ValueError:
-        raise ServingError(f"--mnist-test {spec!r}: expected START:STOP or INDEX") from None
-    if start < 0 or stop <= start:
-        raise ServingError(f"--mnist-test {spec!r}: expected 0 <= START < STOP")
-    return slice(start, stop)
+# --------------------------------------------------------------------------- requests
 
 
 def _choose_input(pixels: np.ndarray | None, image_bytes: list[bytes] | None):
@@ -134,6 +47,21 @@ def _model_url(base_url: str, model: str, version: int | None) -> str:
     return f"{url}/versions/{version}" if version is not None else url
 
 
+def one_line(message: str, limit: int = 400) -> str:
+    """A server's error message on one line: TensorFlow's span several."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def proto_dict(message) -> dict:
+    """A proto as TF Serving's REST API writes it: proto field names, defaults included."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
 def _rest_call(method: str, url: str, timeout: float, payload: dict | None = None) -> dict:
     try:
         response = requests.request(method, url, json=payload, timeout=timeout)
@@ -147,7 +75,9 @@ def _rest_call(method: str, url: str, timeout: float, payload: dict | None = Non
         body = {}
     if response.status_code != 200:
         detail = body.get("error") if isinstance(body, dict) else None
-        raise ServingError(f"{url}: HTTP {response.status_code}: {detail or response.reason}")
+        raise ServingError(
+            f"{url}: HTTP {response.status_code}: {one_line(detail or response.reason)}"
+        )
     return body
 
 
@@ -222,7 +152,7 @@ def _grpc_call(hostport: str, method, request, timeout: float):
             raise ServingError(f"{hostport}: no answer within {timeout:g} s") from None
         if code == grpc.StatusCode.UNAVAILABLE:
             raise ServingError(f"{hostport}: cannot connect (is the server running?)") from None
-        raise ServingError(f"{hostport}: {code.name}: {err.details()}") from None
+        raise ServingError(f"{hostport}: {code.name}: {one_line(err.details())}") from None
 
 
 def _model_spec(model: str, version: int | None, signature: str | None = None):
@@ -270,21 +200,19 @@ def predict_grpc(
 def model_status_grpc(
     hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
 ) -> dict:
-    from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_status_pb2
 
     request = get_model_status_pb2.GetModelStatusRequest(model_spec=_model_spec(model, version))
     channel, _, model_stub = _grpc_stubs(hostport)
     with channel:
         response = _grpc_call(hostport, model_stub.GetModelStatus, request, timeout)
-    return json_format.MessageToDict(response, preserving_proto_field_name=True)
+    return proto_dict(response)
 
 
 def model_metadata_grpc(
     hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
 ) -> dict:
     """GetModelMetadata with the signature_def field; returns the SignatureDefMap as a dict."""
-    from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     request = get_model_metadata_pb2.GetModelMetadataRequest(
@@ -295,7 +223,8 @@ def model_metadata_grpc(
         response = _grpc_call(hostport, predict_stub.GetModelMetadata, request, timeout)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
+    # The same shape as the REST reply (TF Serving's http_rest_api_util.cc).
     return {
-        "model_spec": json_format.MessageToDict(response.model_spec),
-        "metadata": {"signature_def": json_format.MessageToDict(signatures)},
+        "model_spec": proto_dict(response.model_spec),
+        "metadata": {"signature_def": proto_dict(signatures)},
     }

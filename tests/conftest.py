@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.setdefault("MNIST_JOB_CACHE_DIR", str(REPO / "data")))
+# The cache make fills and the CLIs read by default.
+DEFAULT_CACHE = Path.home() / ".cache" / "mnist-job"
+DATA_DIR = Path(os.environ.setdefault("MNIST_JOB_CACHE_DIR", str(DEFAULT_CACHE)))
 
 
 def make_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict[str, np.ndarray]:

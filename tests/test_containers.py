@@ -59,7 +59,7 @@ def test_make_train_in_docker_on_cpu():
     assert "docker build -f Dockerfile --build-arg BASE_TAG=2.21.0 -t mnist-job:2.21.0 ." in out
     assert re.search(r"docker run --rm +--user", out)
     assert "--gpus" not in out
-    for mount in ("/data:/data", "/runs:/app/runs", "/models:/app/models"):
+    for mount in ("/mnist-job:/data", "/runs:/app/runs", "/models:/app/models"):
         assert mount in out
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from job.export import contract as c
 from job.export import savedmodel as export
-from serving import client
+from serving import client, inputs
 from serving.cli import main
 from tests.conftest import REPO, free_port
 from tests.tf_serving_standin import StandIn
@@ -59,7 +59,7 @@ def test_status_and_metadata(server):
         client.model_metadata_rest(server.rest_url),
         client.model_metadata_grpc(server.grpc_target),
     ):
-        signatures = meta["metadata"]["signature_def"]["signatureDef"]
+        signatures = meta["metadata"]["signature_def"]["signature_def"]
         default = signatures[c.SIGNATURE_PIXELS]
         assert set(default["outputs"]) == {c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT}
         assert set(default["inputs"]) == {c.INPUT_PIXELS}
@@ -110,15 +110,15 @@ def test_server_down_is_one_clear_error(mnist):
 
 def test_bad_client_inputs(tmp_path):
     with pytest.raises(client.ServingError, match="expected \\(28, 28\\)"):
-        client.check_pixels(np.zeros((2, 27, 28)), "x.npy")
+        inputs.check_pixels(np.zeros((2, 27, 28)), "x.npy")
     with pytest.raises(client.ServingError, match="NaN"):
-        client.check_pixels(np.full((28, 28), np.nan), "x.npy")
+        inputs.check_pixels(np.full((28, 28), np.nan), "x.npy")
     with pytest.raises(client.ServingError, match="limit is 1024"):
         client.check_batch(c.MAX_BATCH + 1)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     with pytest.raises(client.ServingError, match="not a readable PNG"):
-        client.read_image_bytes(text)
+        inputs.read_image_bytes(text)
 
 
 def test_cli_classifies_digit_pngs_over_rest_and_grpc(server, mnist, tmp_path):
@@ -187,3 +187,80 @@ def test_serving_image_healthcheck_passes_only_when_the_model_is_available(serve
     assert healthy.returncode == 0, healthy.stderr
     down = subprocess.run(healthcheck_command(free_port()), capture_output=True, timeout=10)
     assert down.returncode != 0
+
+
+def test_standin_status_and_metadata_have_tf_servings_shapes(server):
+    """The shapes of TF Serving's REST replies (http_rest_api_util.cc; its test data
+    saved_model_half_plus_two_2_versions_metadata.json): proto field names, defaults
+    printed, int64 as strings. The gRPC client gives the same."""
+    status = requests.get(f"{server.rest_url}/v1/models/mnist", timeout=10).json()
+    assert status == {
+        "model_version_status": [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+    meta = requests.get(f"{server.rest_url}/v1/models/mnist/metadata", timeout=10).json()
+    assert set(meta) == {"model_spec", "metadata"}
+    assert meta["model_spec"] == {"name": "mnist", "signature_name": "", "version": "1"}
+    signatures = meta["metadata"]["signature_def"]["signature_def"]
+    default = signatures[c.SIGNATURE_PIXELS]
+    assert set(default) == {"inputs", "outputs", "method_name", "defaults"}
+    assert default["method_name"] == "tensorflow/serving/predict"
+    images = default["inputs"][c.INPUT_PIXELS]
+    assert set(images) == {"dtype", "tensor_shape", "name"} and images["dtype"] == "DT_UINT8"
+    dims = [{"size": "-1", "name": ""}] + [{"size": "28", "name": ""}] * 2
+    assert images["tensor_shape"] == {"dim": dims, "unknown_rank": False}
+    assert client.model_status_grpc(server.grpc_target) == status
+    assert client.model_metadata_grpc(server.grpc_target) == meta
+
+
+def test_standin_predict_replies_have_tf_servings_shapes(server, mnist):
+    url = f"{server.rest_url}/v1/models/mnist:predict"
+    pixels = mnist.x_test[:2].tolist()
+    rows = requests.post(url, json={"instances": pixels}, timeout=10).json()
+    assert set(rows) == {"predictions"} and len(rows["predictions"]) == 2
+    assert set(rows["predictions"][0]) == {c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT}
+    columns = requests.post(url, json={"inputs": pixels}, timeout=10).json()
+    assert set(columns) == {"outputs"} and len(columns["outputs"][c.OUTPUT_DIGIT]) == 2
+    error = requests.post(url, json={"instances": []}, timeout=10)
+    assert error.status_code == 400 and set(error.json()) == {"error"}
+
+
+@pytest.mark.parametrize("protocol", ["--rest", "--grpc"])
+def test_verify_agrees_with_the_run_that_made_the_served_model(server, trained_run, protocol):
+    target = server.rest_url if protocol == "--rest" else server.grpc_target
+    result = CliRunner().invoke(
+        main, ["verify", protocol, target, "--run", str(trained_run["run_dir"])]
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.strip().splitlines()
+    reported = json.loads((trained_run["run_dir"] / "metrics.json").read_text())
+    assert line.startswith(f"served accuracy {reported['test']['accuracy']:.4f} = reported")
+    assert "10000 images in 40 requests" in line and "p99" in line
+
+
+def test_verify_fails_in_one_line_against_another_runs_report(server, trained_run, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    report = json.loads((trained_run["run_dir"] / "metrics.json").read_text())
+    report["test"]["accuracy"] -= 0.01
+    (other / "metrics.json").write_text(json.dumps(report))
+    result = CliRunner().invoke(main, ["verify", "--rest", server.rest_url, "--run", str(other)])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error:") and " != reported " in line and str(other) in line
+
+
+def test_mnist_test_names_the_cache_and_options_that_exist(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["predict", "--rest", "http://127.0.0.1:9", "--mnist-test", "0:4"],
+        env={"MNIST_JOB_CACHE_DIR": str(tmp_path / "empty")},
+    )
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert str(tmp_path / "empty") in line and "--cache-dir" in line and "--data" not in line

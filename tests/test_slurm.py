@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import DATA_DIR, REPO
 
 pytestmark = pytest.mark.slurm
 
@@ -33,7 +33,7 @@ def cluster():
 
 
 def submit(runs: Path, *train_args: str, wait: bool) -> str:
-    env = {**os.environ, "MNIST_RUNS_DIR": str(runs), "MNIST_JOB_CACHE_DIR": str(REPO / "data")}
+    env = {**os.environ, "MNIST_RUNS_DIR": str(runs), "MNIST_JOB_CACHE_DIR": str(DATA_DIR)}
     cmd = [*SBATCH, *(["--wait"] if wait else []), f"--output={runs}/slurm-%j.log"]
     done = subprocess.run(
         [*cmd, "deploy/slurm.sbatch", *TRAIN, *train_args],
@@ -109,7 +109,7 @@ def test_two_jobs_side_by_side_both_finish(tmp_path):
 
 
 def test_a_sweep_array_reads_as_one_row(tmp_path):
-    env = {**os.environ, "MNIST_RUNS_DIR": str(tmp_path), "MNIST_JOB_CACHE_DIR": str(REPO / "data")}
+    env = {**os.environ, "MNIST_RUNS_DIR": str(tmp_path), "MNIST_JOB_CACHE_DIR": str(DATA_DIR)}
     done = subprocess.run(
         ["sbatch", "--parsable", "--wait", "--array=1-3", "--cpus-per-task=1",
          f"--output={tmp_path}/sweep-%A-%a.log", "deploy/slurm-sweep.sbatch",

@@ -31,6 +31,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -111,21 +112,23 @@ class LoadedModels:
         try:
             with self.lock:
                 outputs = fn(**tensors)
-        except (tf.errors.InvalidArgumentError, ValueError) as exc:
+        except tf.errors.InvalidArgumentError as exc:
+            raise RequestError(exc.message.strip()) from None  # TF Serving passes it whole
+        except ValueError as exc:
             raise RequestError(str(exc).strip().splitlines()[0]) from None
         return {key: value.numpy() for key, value in outputs.items()}
 
-    def status(self, name: str, version: int | None) -> list[dict]:
+    def status(self, name: str, version: int | None):
+        """GetModelStatusResponse, as the real server fills it (status OK, message "")."""
         versions = [self.resolve(name, version)] if version is not None else sorted(self.versions)
         self.resolve(name, None)
-        return [
-            {
-                "version": str(v),
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
-            }
-            for v in versions
-        ]
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for v in versions:
+            entry = response.model_version_status.add()
+            entry.version = v
+            entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+            entry.status.SetInParent()  # error_code OK, error_message ""
+        return response
 
 
 # --------------------------------------------------------------------------- REST
@@ -184,10 +187,20 @@ def rest_metadata(models: LoadedModels, name: str, version: int | None) -> dict:
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     for key, value in models.signature_defs[version].items():
         signature_map.signature_def[key].CopyFrom(value)
+    spec = model_pb2.ModelSpec(name=name)
+    spec.version.value = version
+    # http_rest_api_util.cc: the model spec and the SignatureDefMap printed apart, each with
+    # proto field names and default values, joined as {"model_spec", "metadata"}.
     return {
-        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
-        "metadata": {"signature_def": json_format.MessageToDict(signature_map)},
+        "model_spec": proto_json(spec),
+        "metadata": {"signature_def": proto_json(signature_map)},
     }
+
+
+def proto_json(message) -> dict:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 URL = re.compile(
@@ -228,7 +241,12 @@ def make_rest_handler(models: LoadedModels):
                     self._reply(HTTPStatus.OK, rest_metadata(models, name, version))
                 elif method == "GET" and suffix is None:
                     self._reply(
-                        HTTPStatus.OK, {"model_version_status": models.status(name, version)}
+                        HTTPStatus.OK,
+                        # get_model_status.proto names its JSON fields in snake case itself
+                        json_format.MessageToDict(
+                            models.status(name, version),
+                            always_print_fields_with_no_presence=True,
+                        ),
                     )
                 else:
                     raise RequestError(
@@ -303,12 +321,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             statuses = self.models.status(request.model_spec.name, _version_of(request.model_spec))
         except RequestError as exc:
             context.abort(exc.code, str(exc))
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for status in statuses:
-            entry = response.model_version_status.add()
-            entry.version = int(status["version"])
-            entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-        return response
+        return statuses
 
 
 # --------------------------------------------------------------------------- running it

@@ -1,0 +1,99 @@
+"""What a client sends: pixel arrays, image files and MNIST test indices, checked first.
+
+Every problem with an input is a ServingError of one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from job.export import contract as c
+from serving.client import ServingError
+
+
+def check_pixels(pixels: np.ndarray, source: object) -> np.ndarray:
+    """[28, 28] or [N, 28, 28] pixels in 0..255 -> uint8 [N, 28, 28]."""
+    pixels = np.asarray(pixels)
+    if pixels.shape == (c.IMAGE_SIZE, c.IMAGE_SIZE):
+        pixels = pixels[np.newaxis]
+    if pixels.ndim != 3 or pixels.shape[1:] != (c.IMAGE_SIZE, c.IMAGE_SIZE):
+        raise ServingError(f"{source}: shape {pixels.shape}, expected (28, 28) or (N, 28, 28)")
+    if pixels.dtype.kind not in "fiu":
+        raise ServingError(f"{source}: dtype {pixels.dtype}, expected numbers 0..255")
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise ServingError(f"{source}: contains NaN or infinite values")
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+        raise ServingError(f"{source}: values outside 0..255 (scaling happens in the model)")
+    return np.rint(pixels).astype(np.uint8)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ServingError(f"{path}: not a readable .npy array ({exc})") from None
+    if isinstance(array, np.lib.npyio.NpzFile):
+        raise ServingError(f"{path}: an .npz archive; expected one .npy array")
+    return check_pixels(array, path)
+
+
+def _image_problems():
+    """What Pillow raises for a file it cannot read: bad, truncated or oversized images."""
+    import struct
+
+    from PIL import Image
+
+    return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The file's bytes, after checking that it is a whole PNG, JPEG, GIF or BMP image within
+    the contract's size (the header is read first: a small file can claim a huge image)."""
+    from PIL import Image
+
+    try:
+        raw = path.read_bytes()
+        with Image.open(io.BytesIO(raw)) as image:
+            kind, (width, height) = image.format, image.size
+            if width * height > c.MAX_IMAGE_PIXELS:
+                raise ServingError(
+                    f"{path}: {width}x{height} pixels; the limit is {c.MAX_IMAGE_PIXELS}"
+                )
+            image.verify()
+    except _image_problems() as exc:
+        raise ServingError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({exc})") from None
+    if kind not in ("PNG", "JPEG", "GIF", "BMP"):
+        raise ServingError(f"{path}: {kind} images are not supported; use PNG or JPEG")
+    return raw
+
+
+def image_to_pixels(path: Path, invert: bool) -> np.ndarray:
+    """Decode on the client (for --invert): grayscale, resized to 28x28, optionally inverted."""
+    from PIL import Image
+
+    raw = read_image_bytes(path)
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            gray = image.convert("L").resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
+            pixels = np.asarray(gray, dtype=np.uint8)
+    except _image_problems() as exc:
+        raise ServingError(f"{path}: cannot decode the image ({exc})") from None
+    return 255 - pixels if invert else pixels
+
+
+def parse_index_range(spec: str) -> slice:
+    """'0:16' -> slice(0, 16); '7' -> slice(7, 8)."""
+    try:
+        if ":" in spec:
+            start, stop = (int(part) for part in spec.split(":", 1))
+        else:
+            start = int(spec)
+            stop = start + 1
+    except ValueError:
+        raise ServingError(f"--mnist-test {spec!r}: expected START:STOP or INDEX") from None
+    if start < 0 or stop <= start:
+        raise ServingError(f"--mnist-test {spec!r}: expected 0 <= START < STOP")
+    return slice(start, stop)
