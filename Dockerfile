@@ -13,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The same hashed lock as the local virtualenv and CI, so all three run the same versions.
+# The runtime lock: the same versions as the virtualenv and CI (whose development lock adds
+# the test and lint tools), and nothing the job does not run.
 COPY requirements.lock ./
 RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 

