@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from job.cli.options import DEFAULT_CACHE_DIR
+from job.cli.options import cache_dir_option
 from job.export import contract as c
 from serving.client import ServingError
 
@@ -78,15 +78,7 @@ def main() -> None:
     metavar="START:STOP",
     help="Send MNIST test images by index (needs the data cache: make data).",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    envvar="MNIST_JOB_CACHE_DIR",
-    default=DEFAULT_CACHE_DIR,
-    show_default=True,
-    show_envvar=True,
-    help="The verified MNIST cache for --mnist-test (the one make and python -m job fill).",
-)
+@cache_dir_option
 @click.option(
     "--invert",
     is_flag=True,
@@ -212,15 +204,7 @@ def metadata(rest, grpc_target, model, model_version, timeout):
     show_default=True,
     help="Images per request.",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    envvar="MNIST_JOB_CACHE_DIR",
-    default=DEFAULT_CACHE_DIR,
-    show_default=True,
-    show_envvar=True,
-    help="The verified MNIST cache.",
-)
+@cache_dir_option
 @one_line_errors
 def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST

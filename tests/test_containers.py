@@ -190,3 +190,8 @@ def test_dockerfile_serving_uses_the_configs():
     assert "--model_config_file=/config/models.config" in text
     assert "--monitoring_config_file=/config/monitoring.config" in text
     assert "EXPOSE 8500 8501" in text
+
+
+def test_makefile_defines_each_target_once():
+    done = subprocess.run(["make", "-n", "help"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and "overriding recipe" not in done.stderr, done.stderr

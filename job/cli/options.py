@@ -10,6 +10,17 @@ from job.gate import DEFAULT_TOLERANCE
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
 
+# One cache for make, python -m job and python -m serving.
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar="MNIST_JOB_CACHE_DIR",
+    default=DEFAULT_CACHE_DIR,
+    show_default=True,
+    show_envvar=True,
+    help="Where verified MNIST is cached as mnist.npz (make and both CLIs share it).",
+)
+
 
 def data_options(command):
     options = [
@@ -19,15 +30,7 @@ def data_options(command):
             type=click.Path(path_type=Path),
             help="A Keras-format mnist.npz to use; no other source is tried.",
         ),
-        click.option(
-            "--cache-dir",
-            type=click.Path(path_type=Path),
-            envvar="MNIST_JOB_CACHE_DIR",
-            default=DEFAULT_CACHE_DIR,
-            show_default=True,
-            show_envvar=True,
-            help="Where verified MNIST is cached as mnist.npz.",
-        ),
+        cache_dir_option,
         click.option(
             "--offline",
             is_flag=True,
