@@ -40,7 +40,7 @@ endif
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2} /^## / {sub(/^## /, ""); print "\n" $$0}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2} /^## / {sub(/^## /, ""); print "\n" $$0}' $(MAKEFILE_LIST)
 
 # The virtualenv (and CI) get the development lock; the job image only the runtime lock.
 $(INSTALLED): requirements-dev.lock pyproject.toml
@@ -154,10 +154,9 @@ verify: data ## Post-deploy check of a running server (make serve) against the n
 bench: data ## Benchmark the seed's code path against the job's (prints a table)
 	$(BIN)/python bench/bench.py $(ARGS)
 
-.PHONY: verify
-verify: data ## Post-deploy check of a running server (make serve) against the newest run (RUN=...)
-	$(BIN)/python -m serving verify --rest http://localhost:8501 \
-		--run $(or $(RUN),$(lastword $(sort $(wildcard $(RUNS_DIR)/*/metrics.json))))
+.PHONY: bench-gpu
+bench-gpu: data ## GPU benchmark table, where TensorFlow sees a GPU (one line and exit 2 elsewhere)
+	$(BIN)/python bench/bench_gpu.py $(ARGS)
 
 .PHONY: bench-settings
 bench-settings: data ## Compare the default recipe's speed under the settings the job chose between

@@ -149,6 +149,7 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
             "stopped_early_at": result.stopped_early_at,
+            "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(used),
         },
         "test": {
             "loss": test_loss,

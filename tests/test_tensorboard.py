@@ -24,7 +24,8 @@ def fast_run(tmp_path_factory, mnist_path) -> Path:
     """A short run with a validation split and a learning-rate schedule."""
     run_dir = tmp_path_factory.mktemp("tb") / "runs" / "fast"
     args = ["train", "--data", str(mnist_path), "--recipe", "fast", "--limit", "3000"]
-    args += ["--epochs", "3", "--output-dir", str(run_dir), "--no-export"]
+    args += ["--epochs", "3", "--validation-split", "0.1", "--output-dir", str(run_dir)]
+    args += ["--no-export"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return run_dir

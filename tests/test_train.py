@@ -102,6 +102,14 @@ def test_default_recipe_is_adam_with_defaults():
     assert float(optimizer.learning_rate) == pytest.approx(0.001)
 
 
+def test_fast_recipe_settings():
+    assert (FAST_RECIPE.batch_size, FAST_RECIPE.epochs) == (128, 20)
+    assert FAST_RECIPE.warmup_cosine and FAST_RECIPE.peak_learning_rate == 0.005
+    assert FAST_RECIPE.translate_pixels == 2
+    # All 60,000 images for the whole schedule: no held-out split, no early stopping.
+    assert FAST_RECIPE.validation_split == 0 and FAST_RECIPE.early_stopping_patience is None
+
+
 def test_fast_recipe_warms_up_then_decays():
     optimizer = make_optimizer(FAST_RECIPE, steps_per_epoch=100, epochs=10)
     schedule = optimizer._learning_rate

@@ -25,7 +25,7 @@ from job.errors import JobError
     "--epochs",
     type=int,
     callback=positive,
-    help="Passes over the training data.  [default: 5; fast recipe: 20, early stopping]",
+    help="Passes over the training data.  [default: 5; fast recipe: 20]",
 )
 @click.option(
     "--batch-size",
@@ -38,7 +38,7 @@ from job.errors import JobError
     type=float,
     callback=fraction,
     help="Hold out this fraction of the training set for validation curves.  "
-    "[default: 0, as the seed; fast recipe: 0.1]",
+    "[default: 0, as the seed]",
 )
 @click.option(
     "--recipe",
@@ -46,7 +46,7 @@ from job.errors import JobError
     default="default",
     show_default=True,
     help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
-    "batch 128, warm-up + cosine LR, 2-pixel shifts, early stopping.",
+    "batch 128, warm-up + cosine LR, 2-pixel shifts, 20 epochs.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")

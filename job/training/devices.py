@@ -96,3 +96,13 @@ def batch_shards(used: str, batch_size: int) -> int:
         return 1
     threads = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
     return max(1, min(threads, batch_size // MIN_SHARD_EXAMPLES))
+
+
+def peak_gpu_memory_mb(used: str) -> float | None:
+    """The first GPU's peak memory use so far, in MB; None on CPU."""
+    if used != "gpu":
+        return None
+    try:
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1e6
+    except (ValueError, RuntimeError):  # a device that does not report it
+        return None
