@@ -37,6 +37,14 @@ def names_several_workers() -> bool:
     return under_slurm()
 
 
+def writes_outputs(task_type: str, task_id: int, cluster_has_chief: bool) -> bool:
+    """The chief, or worker 0 of a cluster without one, writes the run's outputs. The one
+    rule for the role read from the environment and for the strategy's resolver."""
+    return task_type in ("chief", "single") or (
+        task_type == "worker" and task_id == 0 and not cluster_has_chief
+    )
+
+
 @dataclass(frozen=True)
 class Role:
     task_type: str  # "chief", "worker", or "single" outside a cluster
@@ -44,10 +52,7 @@ class Role:
 
     @property
     def is_chief(self) -> bool:
-        """The chief, or worker 0 of a cluster without one, writes the run's outputs."""
-        return self.task_type in ("chief", "single") or (
-            self.task_type == "worker" and self.task_id == 0 and not _has_chief()
-        )
+        return writes_outputs(self.task_type, self.task_id, _has_chief())
 
     @property
     def label(self) -> str:

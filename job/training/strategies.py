@@ -9,7 +9,13 @@ from pathlib import Path
 import tensorflow as tf
 
 from job.errors import JobError
-from job.training.cluster import cluster_size, names_several_workers, tf_config, under_slurm
+from job.training.cluster import (
+    cluster_size,
+    names_several_workers,
+    tf_config,
+    under_slurm,
+    writes_outputs,
+)
 from job.training.slurm import slurm_cluster_resolver
 
 STRATEGY_NAMES = {
@@ -72,10 +78,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if not is_multi_worker(strategy):
         return True
     resolver = strategy.cluster_resolver
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (
-        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-    )
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return writes_outputs(resolver.task_type, resolver.task_id, has_chief)
 
 
 def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
