@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from job.errors import NotBlessed
-from job.export import contract as c
 from job.export.versions import newest_recorded_accuracy
 
 # The default recipe's test accuracy moves by about 0.002 from run to run (0.9833-0.9852
@@ -28,7 +27,7 @@ def decide(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict:
     """The report's ``blessing``: whether to export, why, and the baseline compared with."""
-    baseline = newest_recorded_accuracy(export_dir, c.RUN_INFO_FILE) if compare else None
+    baseline = newest_recorded_accuracy(export_dir) if compare else None
     reasons = []
     if min_test_accuracy is not None and test_accuracy < min_test_accuracy:
         reasons.append(

@@ -44,8 +44,7 @@ def new_run_name(now: datetime | None = None) -> str:
 class Claim:
     """A run directory held by this process; see ``claim``."""
 
-    def __init__(self, run_dir: Path, created: bool):
-        self.run_dir = run_dir
+    def __init__(self, created: bool):
         self.created = created
         self.started = False  # set once training starts: from then on the folder is kept
 
@@ -99,7 +98,7 @@ def claim(
         raise JobError(f"{run_dir}: already exists; choose another --output-dir") from None
     except OSError as exc:
         raise JobError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
-    held = Claim(run_dir, created=not existed)
+    held = Claim(created=not existed)
     fd = None
     try:
         fd = _lock(run_dir / (LOCK_FILENAME + (f"-{lock_suffix}" if lock_suffix else "")))

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from job.errors import JobError
+from job.export import contract as c
 
 VERSION_DIR = re.compile(r"^\d+$")
 RENAME_TRIES = 100  # versions taken by concurrent exports before giving up
@@ -62,10 +63,10 @@ def rename_into_version(tmp: Path, export_dir: Path, version: int | None) -> Pat
     raise JobError(f"{export_dir}: no free version after {RENAME_TRIES} tries")
 
 
-def newest_recorded_accuracy(export_dir: Path, run_info_file: str) -> tuple[int, float] | None:
+def newest_recorded_accuracy(export_dir: Path) -> tuple[int, float] | None:
     """(version, test accuracy) of the newest version whose run record states one."""
     for version in reversed(existing_versions(export_dir)):
-        record = export_dir / str(version) / "assets.extra" / run_info_file
+        record = export_dir / str(version) / "assets.extra" / c.RUN_INFO_FILE
         try:
             accuracy = json.loads(record.read_text())["test"]["accuracy"]
         except (OSError, ValueError, KeyError, TypeError):
