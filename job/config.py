@@ -23,12 +23,14 @@ class Recipe:
     peak_learning_rate: float
     translate_pixels: int  # random shifts of up to this many pixels in the input pipeline
     early_stopping_patience: int | None
+    weight_decay: float | None  # Adam's decoupled weight decay (None: none, as the seed)
 
 
-DEFAULT_RECIPE = Recipe("default", 32, 5, 0.0, False, 0.001, 0, None)
+DEFAULT_RECIPE = Recipe("default", 32, 5, 0.0, False, 0.001, 0, None, None)
 # Trains on all 60,000 images for the whole schedule: holding out 10% for early stopping
-# cost accuracy at every seed tried (docs/performance.md).
-FAST_RECIPE = Recipe("fast", 128, 20, 0.0, True, 0.005, 2, None)
+# cost accuracy at every seed tried; weight decay 0.05 lifted the lowest seeds
+# (docs/performance.md).
+FAST_RECIPE = Recipe("fast", 128, 20, 0.0, True, 0.005, 2, None, 0.05)
 
 
 def recipe_named(name: str) -> Recipe:

@@ -106,6 +106,9 @@ def test_fast_recipe_settings():
     assert (FAST_RECIPE.batch_size, FAST_RECIPE.epochs) == (128, 20)
     assert FAST_RECIPE.warmup_cosine and FAST_RECIPE.peak_learning_rate == 0.005
     assert FAST_RECIPE.translate_pixels == 2
+    assert FAST_RECIPE.weight_decay == 0.05
+    assert make_optimizer(FAST_RECIPE, 100, 10).weight_decay == 0.05
+    assert DEFAULT_RECIPE.weight_decay is None  # the seed's Adam has none
     # All 60,000 images for the whole schedule: no held-out split, no early stopping.
     assert FAST_RECIPE.validation_split == 0 and FAST_RECIPE.early_stopping_patience is None
 
