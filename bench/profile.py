@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = (
     Path(os.environ.get("MNIST_JOB_CACHE_DIR", Path.home() / ".cache" / "mnist-job")) / "mnist.npz"
 )
-CHUNK = 64  # the job's default --steps-per-execution
+CHUNK = 128  # the job's default --steps-per-execution
 # The profiler's own spans (the call, the executor, tf.data's iterators), not kernels.
 NOT_KERNELS = {
     "Process", "Run", "Root", "Start", "Done", "DoCompute", "FunctionRun", "Map", "FlatMap",

@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "one slice per batch (inter-op 1)": ({"TF_NUM_INTEROP_THREADS": "1"}, []),
     "--steps-per-execution 1": ({}, ["--steps-per-execution", "1"]),
     "--steps-per-execution 32": ({}, ["--steps-per-execution", "32"]),
-    "--steps-per-execution 128": ({}, ["--steps-per-execution", "128"]),
+    "--steps-per-execution 64": ({}, ["--steps-per-execution", "64"]),
     "--jit (XLA)": ({}, ["--jit"]),
     "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
 }

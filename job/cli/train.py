@@ -46,7 +46,7 @@ from job.errors import JobError
     default="default",
     show_default=True,
     help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
-    "batch 128, warm-up + cosine LR, 2-pixel shifts, 20 epochs.",
+    "batch 128, warm-up + cosine LR, weight decay, 2-pixel shifts, 20 epochs.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")
@@ -72,7 +72,7 @@ from job.errors import JobError
     "--steps-per-execution",
     type=int,
     callback=positive,
-    default=64,
+    default=128,
     show_default=True,
     help="Training steps run per call into TensorFlow.",
 )
