@@ -162,6 +162,10 @@ bench-gpu: data ## GPU benchmark table, where TensorFlow sees a GPU (one line an
 bench-settings: data ## Compare the default recipe's speed under the settings the job chose between
 	$(BIN)/python bench/settings.py $(ARGS)
 
+.PHONY: bench-profile
+bench-profile: data ## Time per kernel of the default recipe's training step (ARGS=--keras-adam to compare)
+	$(BIN)/python bench/profile.py $(ARGS)
+
 .PHONY: clean
 clean: ## Remove the virtualenvs and caches (keeps runs/, models/ and the MNIST cache)
 	rm -rf $(VENV) $(LINT_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
