@@ -150,6 +150,37 @@ def test_the_fused_adam_kernel_takes_keras_adams_steps(adam_args):
     assert int(models[1].optimizer.iterations) == 3
 
 
+@pytest.mark.parametrize("mode", ["jit", "mixed_float16"])
+def test_the_fused_adam_kernel_under_xla_and_mixed_precision(mode):
+    """The GPU options' code paths, run on the CPU: XLA compiles the kernel into the step;
+    under mixed precision Keras wraps the optimizer for loss scaling around it."""
+    images, labels = _small_set(64)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        if mode == "mixed_float16":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        keras_adam, fused = (
+            compile_model(get_model((28, 28, 1)), opt, jit_compile=mode == "jit")
+            for opt in (keras.optimizers.Adam(), with_fused_adam_kernel(keras.optimizers.Adam()))
+        )
+        fused.set_weights(keras_adam.get_weights())
+        for model in (keras_adam, fused):
+            loop = LocalLoop(model, 1, steps_per_execution=2)
+            iterator = iter(make_dataset(images, labels, 32))
+            loop._train_steps(iterator, tf.constant(2, tf.int64))
+        concrete = loop._train_steps.get_concrete_function(iterator, tf.constant(2, tf.int64))
+        graph_def = concrete.graph.as_graph_def()
+        ops = {node.op for fn in graph_def.library.function for node in fn.node_def}
+        assert "ResourceApplyAdam" in ops  # the fused model's step (the last built)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    # float16 forward passes differ from run to run in the last bits; a wrong update would
+    # differ by a whole step.
+    for wa, wb in zip(keras_adam.get_weights(), fused.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-3, atol=1e-4)
+    assert int(fused.optimizer.iterations) == 2
+
+
 def test_a_model_trained_with_the_fused_kernel_saves_a_plain_adam(tmp_path):
     _, fused = _adam_twins()
     images, labels = _small_set(32)
