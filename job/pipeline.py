@@ -16,7 +16,7 @@ import pandas as pd
 
 from job import data as data_stage
 from job import rundir
-from job.config import JobConfig, TrainConfig, recipe_named
+from job.config import JobConfig, Recipe, TrainConfig, recipe_named
 from job.errors import JobError
 from job.export.versions import check_version_free
 from job.files import save_keras_atomic
@@ -46,6 +46,17 @@ def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
         x_train, arrays.y_train[: t.limit], t.validation_split
     )
     return fit, validation, x_test
+
+
+def recipe_settings(recipe: Recipe) -> dict:
+    """What the recipe sets beyond ``config.train`` (which has its epochs, batch and split)."""
+    return {
+        "warmup_cosine": recipe.warmup_cosine,
+        "peak_learning_rate": recipe.peak_learning_rate,
+        "weight_decay": recipe.weight_decay,
+        "translate_pixels": recipe.translate_pixels,
+        "early_stopping_patience": recipe.early_stopping_patience,
+    }
 
 
 def run_training(config: JobConfig) -> dict:
@@ -146,6 +157,7 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
         "training": {
             "loop": loop,
             "batch_shards": shards,
+            "recipe": recipe_settings(recipe),
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
             "stopped_early_at": result.stopped_early_at,

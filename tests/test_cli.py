@@ -31,6 +31,7 @@ def test_train_writes_a_valid_report_figures_and_model(tmp_path, synthetic_npz):
     jsonschema.validate(report, load_schema())
     assert [e["epoch"] for e in report["training"]["history"]] == [1, 2]
     assert "val_accuracy" in report["training"]["history"][0]
+    assert report["training"]["recipe"]["weight_decay"] is None  # the seed's plain Adam
     assert report["data"] == report["data"] | {
         "source": "file",
         "train_examples": 480,
