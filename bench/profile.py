@@ -3,9 +3,9 @@
     .venv/bin/python bench/profile.py [--chunks 5]
 
 Builds the job's own loop as ``python -m job train`` does (batch 32, the default recipe's
-optimizer, one slice per core), warms it up, times 20 chunks of 64 steps, then records
-``--chunks`` more with TensorFlow's profiler and prints the time of each kernel per step,
-summed over all threads (two threads busy for 1 µs count 2 µs). A script, not a test.
+optimizer, one slice per core, the job's steps per call), warms it up, times 20 calls, then
+records ``--chunks`` more with TensorFlow's profiler and prints the time of each kernel per
+step, summed over all threads (two threads busy for 1 µs count 2 µs). A script, not a test.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = (
     Path(os.environ.get("MNIST_JOB_CACHE_DIR", Path.home() / ".cache" / "mnist-job")) / "mnist.npz"
 )
-CHUNK = 128  # the job's default --steps-per-execution
 # The profiler's own spans (the call, the executor, tf.data's iterators), not kernels.
 NOT_KERNELS = {
     "Process", "Run", "Root", "Start", "Done", "DoCompute", "FunctionRun", "Map", "FlatMap",
@@ -57,7 +56,7 @@ def is_kernel(name: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=5, help=f"chunks of {CHUNK} steps traced")
+    parser.add_argument("--chunks", type=int, default=5, help="calls into TensorFlow traced")
     parser.add_argument("--top", type=int, default=16, help="kernels listed")
     parser.add_argument(
         "--keras-adam",
@@ -70,15 +69,16 @@ def main() -> None:
     import tensorflow as tf
 
     from job import model
-    from job.config import DEFAULT_RECIPE
-    from job.data import read_npz
+    from job.config import DEFAULT_RECIPE, DEFAULT_STEPS_PER_EXECUTION
+    from job.data import add_channel_axis, read_npz, scale_mnist_data
     from job.training import devices, inputs, optimizer
     from job.training.loops.local import LocalLoop
 
+    chunk = DEFAULT_STEPS_PER_EXECUTION  # steps per call, as the job runs them
     used = devices.select_device("cpu")
     devices.configure_threads(used)
     arrays = read_npz(DATA)
-    images = (arrays.x_train[..., None] / 255).astype("float32")
+    images = add_channel_axis(scale_mnist_data(arrays.x_train, arrays.x_test)[0])
     batch = DEFAULT_RECIPE.batch_size
     train_ds = inputs.make_dataset(images, arrays.y_train, batch, shuffle_seed=1)
     net = model.get_model(images.shape[1:])
@@ -88,20 +88,20 @@ def main() -> None:
         optimizer=keras.optimizers.Adam()
         if args.keras_adam
         else optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs),
-        steps_per_execution=CHUNK,
+        steps_per_execution=chunk,
     )
     shards = devices.batch_shards(used, batch)
-    loop = LocalLoop(net, shards, CHUNK)
+    loop = LocalLoop(net, shards, chunk)
     iterator = iter(train_ds.repeat())
 
     def chunks(count: int) -> None:
         for _ in range(count):
-            loop._train_steps(iterator, tf.constant(CHUNK, tf.int64)).numpy()
+            loop._train_steps(iterator, tf.constant(chunk, tf.int64)).numpy()
 
     chunks(5)  # tracing and warm-up
     start = time.perf_counter()
     chunks(20)
-    step_us = (time.perf_counter() - start) / (20 * CHUNK) * 1e6
+    step_us = (time.perf_counter() - start) / (20 * chunk) * 1e6
     adam = "Keras' Adam update" if args.keras_adam else "fused Adam kernel"
     print(f"batch {batch}, {shards} slices, {adam}: {step_us:.0f} µs per step (wall, untraced)")
     with tempfile.TemporaryDirectory() as logdir:
@@ -109,7 +109,7 @@ def main() -> None:
         chunks(args.chunks)
         tf.profiler.experimental.stop()
         totals = kernel_times(logdir)
-    steps = args.chunks * CHUNK
+    steps = args.chunks * chunk
     kernels = {name: us / steps for name, us in totals.items() if is_kernel(name)}
     print(f"kernel time per step, all threads: {sum(kernels.values()):.0f} µs")
     print(f"{'kernel':<44}{'µs/step':>9}")

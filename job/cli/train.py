@@ -16,7 +16,15 @@ from job.cli.options import (
     gate_options,
     positive,
 )
-from job.config import DEVICES, DISTRIBUTE, RECIPES, JobConfig, TrainConfig, recipe_named
+from job.config import (
+    DEFAULT_STEPS_PER_EXECUTION,
+    DEVICES,
+    DISTRIBUTE,
+    RECIPES,
+    JobConfig,
+    TrainConfig,
+    recipe_named,
+)
 from job.errors import JobError
 
 
@@ -72,7 +80,7 @@ from job.errors import JobError
     "--steps-per-execution",
     type=int,
     callback=positive,
-    default=128,
+    default=DEFAULT_STEPS_PER_EXECUTION,
     show_default=True,
     help="Training steps run per call into TensorFlow.",
 )
