@@ -6,6 +6,7 @@ run directory with a report is a finished run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -49,14 +50,10 @@ def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
 
 
 def recipe_settings(recipe: Recipe) -> dict:
-    """What the recipe sets beyond ``config.train`` (which has its epochs, batch and split)."""
-    return {
-        "warmup_cosine": recipe.warmup_cosine,
-        "peak_learning_rate": recipe.peak_learning_rate,
-        "weight_decay": recipe.weight_decay,
-        "translate_pixels": recipe.translate_pixels,
-        "early_stopping_patience": recipe.early_stopping_patience,
-    }
+    """What the recipe sets beyond ``config.train`` (which has its name, epochs, batch and
+    split): every other field of the recipe."""
+    in_config = {field.name for field in dataclasses.fields(TrainConfig)} | {"name"}
+    return {k: v for k, v in dataclasses.asdict(recipe).items() if k not in in_config}
 
 
 def run_training(config: JobConfig) -> dict:
