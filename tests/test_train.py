@@ -113,14 +113,13 @@ def test_fast_recipe_settings():
     assert FAST_RECIPE.validation_split == 0 and FAST_RECIPE.early_stopping_patience is None
 
 
-def _adam_twins(**adam_args) -> tuple[keras.Model, keras.Model]:
-    """The same starting weights; Keras' Adam update in one, the fused kernel in the other."""
-    keras_adam = compile_model(get_model((28, 28, 1)), keras.optimizers.Adam(**adam_args))
-    fused = compile_model(
-        get_model((28, 28, 1)), with_fused_adam_kernel(keras.optimizers.Adam(**adam_args))
+def _adam_twins(jit_compile="auto", **adam_args) -> list[keras.Model]:
+    """Keras' Adam update in the first twin, the fused kernel in the second."""
+    return _twins(
+        keras.optimizers.Adam(**adam_args),
+        with_fused_adam_kernel(keras.optimizers.Adam(**adam_args)),
+        jit_compile=jit_compile,
     )
-    fused.set_weights(keras_adam.get_weights())
-    return keras_adam, fused
 
 
 @pytest.mark.parametrize(
@@ -145,8 +144,7 @@ def test_the_fused_adam_kernel_takes_keras_adams_steps(adam_args):
     assert "ResourceApplyAdam" not in ops[0] and "ResourceApplyAdam" in ops[1]
     # Rounding apart (the kernel orders its float32 operations its own way): a wrong bias
     # correction or a missed decay would be off by a good part of a step (lr 0.001-0.005).
-    for wa, wb in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-5)
+    _assert_same_weights(*models, rtol=1e-5, atol=1e-5)
     assert int(models[1].optimizer.iterations) == 3
 
 
@@ -159,11 +157,7 @@ def test_the_fused_adam_kernel_under_xla_and_mixed_precision(mode):
     try:
         if mode == "mixed_float16":
             keras.mixed_precision.set_global_policy("mixed_float16")
-        keras_adam, fused = (
-            compile_model(get_model((28, 28, 1)), opt, jit_compile=mode == "jit")
-            for opt in (keras.optimizers.Adam(), with_fused_adam_kernel(keras.optimizers.Adam()))
-        )
-        fused.set_weights(keras_adam.get_weights())
+        keras_adam, fused = _adam_twins(jit_compile=mode == "jit")
         for model in (keras_adam, fused):
             loop = LocalLoop(model, 1, steps_per_execution=2)
             iterator = iter(make_dataset(images, labels, 32))
@@ -176,8 +170,7 @@ def test_the_fused_adam_kernel_under_xla_and_mixed_precision(mode):
         keras.mixed_precision.set_global_policy(policy)
     # float16 forward passes differ from run to run in the last bits; a wrong update would
     # differ by a whole step.
-    for wa, wb in zip(keras_adam.get_weights(), fused.get_weights(), strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-3, atol=1e-4)
+    _assert_same_weights(keras_adam, fused, rtol=1e-3, atol=1e-4)
     assert int(fused.optimizer.iterations) == 2
 
 
@@ -212,17 +205,22 @@ def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
     assert [e["epoch"] for e in result.history] == [1, 2, 3, 4, 5]
 
 
-def _twin_models(count: int) -> list[keras.Model]:
-    """Compiled models with the same starting weights. Plain SGD, whose step is
-    proportional to the gradient: Adam's early steps hardly change when the gradient is
-    scaled, so they would hide a loss divided by the wrong count."""
-    first = compile_model(get_model((28, 28, 1)), keras.optimizers.SGD(0.1))
-    twins = [first]
-    for _ in range(count - 1):
-        twin = compile_model(get_model((28, 28, 1)), keras.optimizers.SGD(0.1))
-        twin.set_weights(first.get_weights())
-        twins.append(twin)
+def _twins(*optimizers, jit_compile="auto") -> list[keras.Model]:
+    """Compiled models with the same starting weights, one per optimizer."""
+    twins = [
+        compile_model(get_model((28, 28, 1)), optimizer, jit_compile=jit_compile)
+        for optimizer in optimizers
+    ]
+    for twin in twins[1:]:
+        twin.set_weights(twins[0].get_weights())
     return twins
+
+
+def _twin_models(count: int) -> list[keras.Model]:
+    """Plain SGD, whose step is proportional to the gradient: Adam's early steps hardly
+    change when the gradient is scaled, so they would hide a loss divided by the wrong
+    count."""
+    return _twins(*(keras.optimizers.SGD(0.1) for _ in range(count)))
 
 
 def _small_set(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,9 +228,9 @@ def _small_set(n: int) -> tuple[np.ndarray, np.ndarray]:
     return (arrays["x_train"] / 255).astype(np.float32)[..., None], arrays["y_train"]
 
 
-def _assert_same_weights(a: keras.Model, b: keras.Model) -> None:
+def _assert_same_weights(a: keras.Model, b: keras.Model, rtol=1e-4, atol=1e-6) -> None:
     for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(wa, wb, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("batch", [32, 7])  # 7: the slices need one zero-weight pad example
