@@ -18,39 +18,43 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 # The job with Keras' own Adam.update_step in place of the fused kernel it uses: there is
 # no option for that, so this variant starts the CLI with the kernel switched off.
-# (BENCH_KERAS_ADAM is read by this script only; the job ignores it.)
 KERAS_ADAM = (
     "import sys; import job.training.optimizer as o; o.with_fused_adam_kernel = lambda a: a; "
     "from job.cli import main; sys.argv[0] = 'job'; main()"
 )
+JOB = ["-m", "job"]
 
-# name: (extra environment, extra options)
-VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "as shipped": ({}, []),
-    "Keras' Adam update (no fused kernel)": ({"BENCH_KERAS_ADAM": "1"}, []),
-    "TensorFlow's thread defaults": (
-        {"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"},
-        [],
+
+class Variant(NamedTuple):
+    env: dict[str, str] = {}
+    options: list[str] = []
+    start: list[str] = JOB  # how Python starts the job's CLI
+
+
+VARIANTS: dict[str, Variant] = {
+    "as shipped": Variant(),
+    "Keras' Adam update (no fused kernel)": Variant(start=["-c", KERAS_ADAM]),
+    "TensorFlow's thread defaults": Variant(
+        env={"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"}
     ),
-    "one slice per batch (inter-op 1)": ({"TF_NUM_INTEROP_THREADS": "1"}, []),
-    "--steps-per-execution 1": ({}, ["--steps-per-execution", "1"]),
-    "--steps-per-execution 32": ({}, ["--steps-per-execution", "32"]),
-    "--steps-per-execution 64": ({}, ["--steps-per-execution", "64"]),
-    "--jit (XLA)": ({}, ["--jit"]),
-    "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
+    "one slice per batch (inter-op 1)": Variant(env={"TF_NUM_INTEROP_THREADS": "1"}),
+    "--steps-per-execution 1": Variant(options=["--steps-per-execution", "1"]),
+    "--steps-per-execution 32": Variant(options=["--steps-per-execution", "32"]),
+    "--steps-per-execution 64": Variant(options=["--steps-per-execution", "64"]),
+    "--jit (XLA)": Variant(options=["--jit"]),
+    "oneDNN off": Variant(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
 
 
-def run(env_extra: dict[str, str], options: list[str], epochs: int, out: Path) -> float:
+def run(variant: Variant, epochs: int, out: Path) -> float:
     """Seconds per epoch of one training run (median of the epochs after the first)."""
-    env = {**os.environ, **env_extra}
-    start = ["-c", KERAS_ADAM] if env_extra.get("BENCH_KERAS_ADAM") else ["-m", "job"]
-    cmd = [sys.executable, *start, "train", "--no-export", "--epochs", str(epochs)]
-    cmd += ["--output-dir", str(out), *options]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    cmd = [sys.executable, *variant.start, "train", "--no-export", "--epochs", str(epochs)]
+    cmd += ["--output-dir", str(out), *variant.options]
+    done = subprocess.run(cmd, env={**os.environ, **variant.env}, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     epochs_s = json.loads((out / "metrics.json").read_text())["timings"]["epoch_seconds"]
@@ -65,9 +69,9 @@ def main() -> None:
     seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for i, (name, (env_extra, options)) in enumerate(VARIANTS.items()):
+            for i, (name, variant) in enumerate(VARIANTS.items()):
                 out = Path(tmp) / f"{round_}-{i}"
-                seconds[name].append(run(env_extra, options, args.epochs, out))
+                seconds[name].append(run(variant, args.epochs, out))
     base = statistics.median(seconds["as shipped"])
     print(f"{'variant':<36} {'s/epoch':>8} {'vs shipped':>10}   runs")
     for name, values in seconds.items():
