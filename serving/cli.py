@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from job.cli.options import cache_dir_option
+from job.cli.options import cache_dir_option, option_group
 from job.export import contract as c
 from serving.client import ServingError
 
@@ -30,30 +30,26 @@ def one_line_errors(command):
     return wrapper
 
 
-def server_options(command):
-    options = [
-        click.option("--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"),
-        click.option(
-            "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
-        ),
-        click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name."),
-        click.option(
-            "--version",
-            "model_version",
-            type=click.IntRange(min=1),
-            help="Model version.  [default: the newest the server has]",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            default=10.0,
-            show_default=True,
-            help="Seconds before a request is given up.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+server_options = option_group(
+    click.option("--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"),
+    click.option(
+        "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
+    ),
+    click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name."),
+    click.option(
+        "--version",
+        "model_version",
+        type=click.IntRange(min=1),
+        help="Model version.  [default: the newest the server has]",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=10.0,
+        show_default=True,
+        help="Seconds before a request is given up.",
+    ),
+)
 
 
 def pick_server(rest: str | None, grpc_target: str | None, rest_call, grpc_call):

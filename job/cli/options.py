@@ -10,6 +10,18 @@ from job.gate import DEFAULT_TOLERANCE
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
 
+
+def option_group(*options):
+    """One decorator for several click options; ``--help`` lists them in the order given."""
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 # One cache for make, python -m job and python -m serving.
 cache_dir_option = click.option(
     "--cache-dir",
@@ -22,26 +34,22 @@ cache_dir_option = click.option(
 )
 
 
-def data_options(command):
-    options = [
-        click.option(
-            "--data",
-            "data_path",
-            type=click.Path(path_type=Path),
-            help="A Keras-format mnist.npz to use; no other source is tried.",
-        ),
-        cache_dir_option,
-        click.option(
-            "--offline",
-            is_flag=True,
-            envvar="MNIST_JOB_OFFLINE",
-            show_envvar=True,
-            help="Never use the network; only --data or the caches.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+data_options = option_group(
+    click.option(
+        "--data",
+        "data_path",
+        type=click.Path(path_type=Path),
+        help="A Keras-format mnist.npz to use; no other source is tried.",
+    ),
+    cache_dir_option,
+    click.option(
+        "--offline",
+        is_flag=True,
+        envvar="MNIST_JOB_OFFLINE",
+        show_envvar=True,
+        help="Never use the network; only --data or the caches.",
+    ),
+)
 
 
 def positive(ctx, param, value):
@@ -73,29 +81,25 @@ export_version_option = click.option(
 )
 
 
-def gate_options(command):
-    """The quality gate before export: shared by train and export."""
-    options = [
-        click.option(
-            "--min-test-accuracy",
-            type=click.FloatRange(0, 1),
-            help="Export only a model with at least this test accuracy.",
-        ),
-        click.option(
-            "--gate/--no-gate",
-            default=True,
-            show_default=True,
-            help="Export only a model no worse than the newest exported version (its recorded "
-            "test accuracy, less --gate-tolerance).",
-        ),
-        click.option(
-            "--gate-tolerance",
-            type=click.FloatRange(0, 1),
-            default=DEFAULT_TOLERANCE,
-            show_default=True,
-            help="How far under the newest version's test accuracy still passes.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+# The quality gate before export: shared by train and export.
+gate_options = option_group(
+    click.option(
+        "--min-test-accuracy",
+        type=click.FloatRange(0, 1),
+        help="Export only a model with at least this test accuracy.",
+    ),
+    click.option(
+        "--gate/--no-gate",
+        default=True,
+        show_default=True,
+        help="Export only a model no worse than the newest exported version (its recorded "
+        "test accuracy, less --gate-tolerance).",
+    ),
+    click.option(
+        "--gate-tolerance",
+        type=click.FloatRange(0, 1),
+        default=DEFAULT_TOLERANCE,
+        show_default=True,
+        help="How far under the newest version's test accuracy still passes.",
+    ),
+)
