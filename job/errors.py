@@ -1,7 +1,6 @@
 """Expected failures the CLI turns into one line on stderr and a documented exit code."""
 
 # Exit codes, documented in the README.
-EXIT_OK = 0
 EXIT_BAD_INPUT = 2  # bad data, bad options, unwritable paths (click uses 2 for usage too)
 EXIT_DATA_UNAVAILABLE = 3  # no data source could be reached
 EXIT_NOT_BLESSED = 4  # trained and reported, but the quality gate kept it from export

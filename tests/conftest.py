@@ -114,3 +114,19 @@ def summary_tags(log_dir: Path) -> set[str]:
         for event in tf.compat.v1.train.summary_iterator(str(events))
         for value in event.summary.value
     }
+
+
+def predict_with_export(version_dir: Path, images: np.ndarray, batch_size: int = 1024):
+    """Reload an export with ``tf.saved_model.load`` and run serving_default on uint8 pixels.
+    Returns (probabilities [N, 10], digits [N]) as numpy arrays."""
+    import tensorflow as tf
+
+    from job.export import contract as c
+
+    serve = tf.saved_model.load(str(version_dir)).signatures[c.SIGNATURE_PIXELS]
+    probs, digits = [], []
+    for start in range(0, len(images), batch_size):
+        out = serve(**{c.INPUT_PIXELS: tf.constant(images[start : start + batch_size])})
+        probs.append(out[c.OUTPUT_PROBABILITIES].numpy())
+        digits.append(out[c.OUTPUT_DIGIT].numpy())
+    return np.concatenate(probs), np.concatenate(digits)

@@ -15,6 +15,7 @@ from job.errors import JobError, OutputError
 from job.export import contract as c
 from job.export import savedmodel as export
 from job.export import versions
+from tests.conftest import predict_with_export
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def test_saved_model_cli_shows_both_signatures_with_named_outputs(trained_run):
 
 def test_reloaded_export_reproduces_the_report_exactly(trained_run, mnist):
     report = json.loads((trained_run["run_dir"] / "metrics.json").read_text())
-    probs, digits = export.predict_with_export(trained_run["version_dir"], mnist.x_test)
+    probs, digits = predict_with_export(trained_run["version_dir"], mnist.x_test)
     accuracy = float(np.mean(digits == mnist.y_test))
     assert accuracy == pytest.approx(report["test"]["predicted_accuracy"], abs=0)
     assert accuracy == pytest.approx(report["test"]["accuracy"], abs=1e-6)

@@ -13,10 +13,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from job.export import contract as c
-from job.export import savedmodel as export
 from serving import client, inputs
 from serving.cli import main
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, predict_with_export
 from tests.tf_serving_standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -52,7 +51,7 @@ def test_rest_grpc_and_in_process_agree_exactly(server, trained_run, mnist):
     pixels = mnist.x_test[:64]
     rest = client.predict_rest(server.rest_url, pixels=pixels)
     grpc_out = client.predict_grpc(server.grpc_target, pixels=pixels)
-    local_probs, local_digits = export.predict_with_export(trained_run["version_dir"], pixels)
+    local_probs, local_digits = predict_with_export(trained_run["version_dir"], pixels)
     np.testing.assert_array_equal(rest[c.OUTPUT_DIGIT], local_digits)
     np.testing.assert_array_equal(grpc_out[c.OUTPUT_DIGIT], local_digits)
     np.testing.assert_array_equal(grpc_out[c.OUTPUT_PROBABILITIES], local_probs)

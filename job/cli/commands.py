@@ -80,13 +80,12 @@ def export(run_dir, export_dir, export_version, min_test_accuracy, gate, gate_to
     default="table",
     show_default=True,
 )
-@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @expected_errors
-def report(paths: tuple[Path, ...], group_by: str | None, output_format: str, as_json: bool):
+def report(paths: tuple[Path, ...], group_by: str | None, output_format: str):
     """Print metrics reports (files or run directories), one row per run or per group."""
     from job.report import format_table, read_report, reports_table, summarize_groups
 
     table = reports_table([read_report(p) for p in paths])
     if group_by:
         table = summarize_groups(table, [c.strip() for c in group_by.split(",") if c.strip()])
-    click.echo(format_table(table, "json" if as_json else output_format))
+    click.echo(format_table(table, output_format))

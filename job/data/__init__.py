@@ -18,7 +18,6 @@ import numpy as np
 from job.data.arrays import (
     ARRAY_KEYS,
     CANONICAL_ARRAY_SHA256,
-    CANONICAL_CLASS_COUNTS,
     IMAGE_SHAPE,
     NUM_CLASSES,
     Dataset,
@@ -35,7 +34,6 @@ from job.errors import DataError, DataUnavailable
 __all__ = [
     "ARRAY_KEYS",
     "CANONICAL_ARRAY_SHA256",
-    "CANONICAL_CLASS_COUNTS",
     "IMAGE_SHAPE",
     "NUM_CLASSES",
     "Dataset",

@@ -24,10 +24,6 @@ CANONICAL_ARRAY_SHA256 = {
     "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
     "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
 }
-CANONICAL_CLASS_COUNTS = {
-    "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
-    "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
-}
 
 
 @dataclass(frozen=True)

@@ -94,19 +94,3 @@ def export_for_serving(
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported SavedModel version %s to %s", final.name, final)
     return final
-
-
-def predict_with_export(version_dir: Path, images: np.ndarray, batch_size: int = 1024):
-    """Reload an export with ``tf.saved_model.load`` and run serving_default on uint8 pixels.
-
-    Returns:
-        (probabilities [N, 10], digits [N]) as numpy arrays.
-    """
-    loaded = tf.saved_model.load(str(version_dir))
-    serve = loaded.signatures[c.SIGNATURE_PIXELS]
-    probs, digits = [], []
-    for start in range(0, len(images), batch_size):
-        out = serve(**{c.INPUT_PIXELS: tf.constant(images[start : start + batch_size])})
-        probs.append(out[c.OUTPUT_PROBABILITIES].numpy())
-        digits.append(out[c.OUTPUT_DIGIT].numpy())
-    return np.concatenate(probs), np.concatenate(digits)
