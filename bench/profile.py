@@ -72,11 +72,11 @@ def main() -> None:
     from job.config import DEFAULT_RECIPE, DEFAULT_STEPS_PER_EXECUTION
     from job.data import add_channel_axis, read_npz, scale_mnist_data
     from job.training import devices, inputs, optimizer
-    from job.training.loops.local import LocalLoop
+    from job.training.loop import Trainer
 
     chunk = DEFAULT_STEPS_PER_EXECUTION  # steps per call, as the job runs them
     used = devices.select_device("cpu")
-    devices.configure_threads(used)
+    devices.configure_threads(used, os.environ)
     arrays = read_npz(DATA)
     images = add_channel_axis(scale_mnist_data(arrays.x_train, arrays.x_test)[0])
     batch = DEFAULT_RECIPE.batch_size
@@ -87,12 +87,12 @@ def main() -> None:
         net,
         optimizer=keras.optimizers.Adam()
         if args.keras_adam
-        else optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs),
+        else optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs)[0],
         steps_per_execution=chunk,
     )
     shards = devices.batch_shards(used, batch)
-    loop = LocalLoop(net, shards, chunk)
-    iterator = iter(train_ds.repeat())
+    loop = Trainer(net, tf.distribute.get_strategy(), shards)
+    iterator = loop.iterate(train_ds)
 
     def chunks(count: int) -> None:
         for _ in range(count):

@@ -1,4 +1,4 @@
-"""Pure metrics from labels and predicted probabilities, plus the seed's model.evaluate."""
+"""Pure metrics from labels and predicted probabilities, and the one pass over the test set."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import numpy as np
 NUM_CLASSES = 10
 
 
-def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024):
-    """Test loss and accuracy from ``model.evaluate``, as the seed's evaluate_model."""
-    loss, accuracy = model.evaluate(images, labels, batch_size=batch_size, verbose=0)
-    return float(loss), float(accuracy)
-
-
 def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Probabilities from plain model calls, for strategies where model.predict cannot run."""
+    """Probabilities [N, 10] from plain model calls, which run under every strategy."""
     return np.concatenate(
         [
             np.asarray(model(images[i : i + batch_size], training=False), np.float32)
@@ -23,15 +17,9 @@ def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.
     )
 
 
-def evaluate_on_test(model, images: np.ndarray, labels: np.ndarray, keras_evaluate: bool = True):
-    """Test loss, accuracy and probabilities [N, 10].
-
-    ``keras_evaluate``: loss and accuracy from ``model.evaluate``, as the seed does; without
-    it (multi-worker, where Keras' evaluate and predict cannot run) from plain batched calls.
-    """
-    if keras_evaluate:
-        loss, accuracy = evaluate_model(model, images, labels)
-        return loss, accuracy, model.predict(images, batch_size=1024, verbose=0)
+def evaluate_on_test(model, images: np.ndarray, labels: np.ndarray):
+    """Test loss, accuracy and probabilities [N, 10], from one pass over the test set: the
+    loss and accuracy the seed's ``model.evaluate`` reports, without a second pass."""
     probabilities = predict_in_batches(model, images)
     loss = cross_entropy(labels, probabilities)
     accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels)))

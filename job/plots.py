@@ -90,3 +90,25 @@ def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG atomically."""
     return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, seed: int):
+    """A run's four figures into ``out_dir``: the learning curves from the history's
+    DataFrame, four random test images with their predictions, the confusion matrix."""
+    from job.evaluate import confusion_matrix
+
+    frame = pd.DataFrame(history)
+    picks = np.random.default_rng(seed).choice(len(arrays.x_test), 4, replace=False)
+    figures = {
+        "accuracy.png": learning_curve_figure(frame, "accuracy"),
+        "loss.png": learning_curve_figure(frame, "loss"),
+        "predictions.png": predictions_figure(
+            arrays.x_test[picks], arrays.y_test[picks], probabilities[picks]
+        ),
+        "confusion_matrix.png": confusion_matrix_figure(
+            confusion_matrix(arrays.y_test, probabilities.argmax(axis=1))
+        ),
+    }
+    for name, fig in figures.items():
+        save_figure(fig, out_dir / name)
+    return list(figures)

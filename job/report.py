@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import sys
 from datetime import UTC, datetime
 from importlib import resources
@@ -45,8 +46,8 @@ def build_report(
     model: dict,
     training: dict,
     test: dict,
-    timings: dict,
     artifacts: dict,
+    timings: dict | None = None,
     distribution: dict,
     blessing: dict | None = None,
 ) -> dict:
@@ -64,6 +65,18 @@ def build_report(
         "timings": timings,
         "artifacts": artifacts,
         "blessing": blessing,
+    }
+
+
+def timings(epoch_seconds: list[float], train_seconds: float, examples: int, total: float) -> dict:
+    """The report's timings: every epoch, the median, and examples per second at the median."""
+    median_epoch = statistics.median(epoch_seconds)
+    return {
+        "total_seconds": total,
+        "train_seconds": train_seconds,
+        "epoch_seconds": epoch_seconds,
+        "median_epoch_seconds": median_epoch,
+        "examples_per_second": examples / median_epoch if median_epoch else 0.0,
     }
 
 

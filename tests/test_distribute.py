@@ -60,10 +60,16 @@ def wait_all(procs, timeout=300):
             proc.kill()
 
 
-def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
+@pytest.mark.parametrize(
+    "options",
+    [(), ("--mixed-precision", "--validation-split", "0.1")],
+    ids=["float32", "mixed-precision-with-validation"],
+)
+def test_two_workers_train_one_report_one_export(tmp_path, mnist_path, options):
     run_dir, export_dir = tmp_path / "run", tmp_path / "models" / "mnist"
     ports = [free_port(), free_port()]
-    procs = start_workers(mnist_path, run_dir, export_dir, ports, "--limit", 8000, "--epochs", 1)
+    args = ("--limit", 8000, "--epochs", 1, *options)
+    procs = start_workers(mnist_path, run_dir, export_dir, ports, *args)
     for proc, stderr in zip(procs, wait_all(procs), strict=True):
         assert proc.returncode == 0, stderr[-3000:]
     assert sorted(p.name for p in export_dir.iterdir()) == ["1"]
@@ -73,7 +79,13 @@ def test_two_workers_train_one_report_one_export(tmp_path, mnist_path):
     assert report["distribution"]["workers"] == 2 and report["distribution"]["replicas"] == 2
     assert report["distribution"]["global_batch_size"] == 64
     assert [e["epoch"] for e in report["training"]["history"]] == [1]
-    assert report["test"]["accuracy"] > 0.85
+    # Mixed precision learns as float32 does (0.898 on 7,200 images against 0.90-0.91 on
+    # 8,000); Adam with its loss scale missed learnt less (0.876 on 6,000 over 2 epochs).
+    assert report["test"]["accuracy"] > 0.88
+    if options:
+        assert report["environment"]["device"]["precision_policy"] == "mixed_float16"
+        assert {"val_loss", "val_accuracy"} <= set(report["training"]["history"][0])
+        assert report["data"]["validation_examples"] == 800
     assert not [p for p in run_dir.iterdir() if p.name.startswith((".worker", "backup"))]
     # The chief alone writes TensorBoard: one event file, each epoch once.
     assert len(list((run_dir / "tensorboard" / "train").iterdir())) == 1
@@ -85,9 +97,9 @@ def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
     args = ("--limit", 30000, "--epochs", 3, "--no-export")
     procs = start_workers(mnist_path, run_dir, export_dir, [free_port(), free_port()], *args)
     deadline = time.monotonic() + 240
-    while not (run_dir / "backup" / "checkpoint").exists():
+    while not list((run_dir / "backup").glob("epoch-*.keras")):
         assert all(p.poll() is None for p in procs), wait_all(procs)
-        assert time.monotonic() < deadline, "no checkpoint in time"
+        assert time.monotonic() < deadline, "no backup in time"
         time.sleep(0.05)
     assert all(p.poll() is None for p in procs), "finished before it could be killed"
     for proc in procs:
@@ -124,12 +136,8 @@ def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
         ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, "none"),
     ],
 )
-def test_auto_picks_from_the_environment(monkeypatch, env, mode):
-    for key in ("TF_CONFIG", "SLURM_JOB_ID", "SLURM_NTASKS"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    assert resolve_mode("auto") == mode
+def test_auto_picks_from_the_environment(env, mode):
+    assert resolve_mode("auto", env) == mode
 
 
 # --------------------------------------------------------------------------- Slurm, no cluster
@@ -146,45 +154,31 @@ SLURM_STEP = {
 }
 
 
-@pytest.fixture
-def slurm_step(monkeypatch):
-    for name in ("TF_CONFIG", slurm.PORT_BASE_VARIABLE, "SLURM_STEP_RESV_PORTS"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in SLURM_STEP.items():
-        monkeypatch.setenv(name, value)
-    return monkeypatch
-
-
-def test_slurm_workers_are_every_task_of_the_step_in_order(slurm_step):
-    base = slurm.port_base()
-    assert slurm.worker_addresses() == [
+def test_slurm_workers_are_every_task_of_the_step_in_order():
+    base = slurm.port_base(SLURM_STEP)
+    assert slurm.worker_addresses(SLURM_STEP) == [
         f"node07:{base}", f"node07:{base + 1}", f"node08:{base}", f"node08:{base + 1}",
     ]  # fmt: skip
 
 
-def test_slurm_ports_differ_between_jobs_and_can_be_set(slurm_step):
-    bases = set()
-    for job_id in range(4242, 4242 + 100):
-        slurm_step.setenv("SLURM_JOB_ID", str(job_id))
-        bases.add(slurm.port_base())
+def test_slurm_ports_differ_between_jobs_and_can_be_set():
+    bases = {slurm.port_base({**SLURM_STEP, "SLURM_JOB_ID": str(j)}) for j in range(4242, 4342)}
     assert len(bases) == 100  # jobs side by side on a node never share ports
     assert all(slurm.PORT_RANGE[0] <= b < slurm.PORT_RANGE[1] for b in bases)
-    slurm_step.setenv("SLURM_STEP_RESV_PORTS", "31000-31003")
-    assert slurm.port_base() == 31000
-    slurm_step.setenv(slurm.PORT_BASE_VARIABLE, "41000")
-    assert slurm.port_base() == 41000
-    slurm_step.setenv(slurm.PORT_BASE_VARIABLE, "80")
+    reserved = {**SLURM_STEP, "SLURM_STEP_RESV_PORTS": "31000-31003"}
+    assert slurm.port_base(reserved) == 31000
+    assert slurm.port_base({**reserved, slurm.PORT_BASE_VARIABLE: "41000"}) == 41000
     with pytest.raises(JobError, match="MNIST_JOB_PORT_BASE"):
-        slurm.port_base()
+        slurm.port_base({**reserved, slurm.PORT_BASE_VARIABLE: "80"})
 
 
-def test_slurm_cluster_on_cpu_nodes_runs_no_program(slurm_step):
+def test_slurm_cluster_on_cpu_nodes_runs_no_program(monkeypatch):
     def no_programs(*args, **kwargs):
         raise AssertionError(f"ran a program: {args}")
 
-    slurm_step.setattr(subprocess, "Popen", no_programs)
-    slurm_step.setattr(subprocess, "check_output", no_programs)
-    resolver = slurm.slurm_cluster_resolver()
+    monkeypatch.setattr(subprocess, "Popen", no_programs)
+    monkeypatch.setattr(subprocess, "check_output", no_programs)
+    resolver = slurm.slurm_cluster_resolver(SLURM_STEP)
     assert resolver.task_type == "worker" and resolver.task_id == 3
     assert len(resolver.cluster_spec().as_dict()["worker"]) == 4
     assert resolver.num_accelerators() == {"GPU": 0}
@@ -199,8 +193,5 @@ def test_slurm_cluster_on_cpu_nodes_runs_no_program(slurm_step):
         (["g0"], 2, 1, "", ["g0"]),  # fewer GPUs than tasks: shared
     ],
 )
-def test_each_slurm_task_trains_on_its_own_gpus(
-    monkeypatch, visible, tasks, local, per_task, expected
-):
-    monkeypatch.setenv("SLURM_GPUS_PER_TASK", per_task)
-    assert slurm.gpus_for_this_task(visible, tasks, local) == expected
+def test_each_slurm_task_trains_on_its_own_gpus(visible, tasks, local, per_task, expected):
+    assert slurm.gpus_for_this_task(visible, tasks, local, per_task) == expected

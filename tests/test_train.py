@@ -14,9 +14,14 @@ from job.config import DEFAULT_RECIPE, FAST_RECIPE
 from job.model import compile_model, get_model
 from job.training.devices import batch_shards
 from job.training.inputs import batches, make_dataset, random_shifts, split_validation
-from job.training.loops import train_model
-from job.training.loops.local import LocalLoop
-from job.training.optimizer import make_optimizer, with_fused_adam_kernel
+from job.training.loop import Trainer, train_model
+from job.training.optimizer import (
+    FUSED_UPDATE,
+    KERAS_UPDATE,
+    fused_adam_kernel_works,
+    make_optimizer,
+    with_fused_adam_kernel,
+)
 from tests.conftest import make_arrays
 
 
@@ -68,9 +73,9 @@ def test_dataset_order_follows_the_seed():
 
 
 THREADS_PROBE = """
-import json, tensorflow as tf
+import json, os, tensorflow as tf
 from job.training.devices import configure_threads
-configure_threads({used!r})
+configure_threads({used!r}, os.environ)
 print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),
                   tf.config.threading.get_inter_op_parallelism_threads()]))
 """
@@ -98,8 +103,14 @@ def test_thread_settings(used, env, expected):
 
 
 def test_default_recipe_is_adam_with_defaults():
-    optimizer = make_optimizer(DEFAULT_RECIPE, steps_per_epoch=100, epochs=5)
+    optimizer, update = make_optimizer(DEFAULT_RECIPE, steps_per_epoch=100, epochs=5)
+    defaults = keras.optimizers.Adam()
+    assert type(optimizer) is keras.optimizers.Adam
     assert float(optimizer.learning_rate) == pytest.approx(0.001)
+    for name in ("beta_1", "beta_2", "epsilon", "amsgrad", "weight_decay", "clipnorm"):
+        assert getattr(optimizer, name) == getattr(defaults, name), name
+    assert update == FUSED_UPDATE
+    assert make_optimizer(DEFAULT_RECIPE, 100, 5, fused=False)[1] == KERAS_UPDATE
 
 
 def test_fast_recipe_settings():
@@ -107,10 +118,8 @@ def test_fast_recipe_settings():
     assert FAST_RECIPE.warmup_cosine and FAST_RECIPE.peak_learning_rate == 0.005
     assert FAST_RECIPE.translate_pixels == 2
     assert FAST_RECIPE.weight_decay == 0.05
-    assert make_optimizer(FAST_RECIPE, 100, 10).weight_decay == 0.05
+    assert make_optimizer(FAST_RECIPE, 100, 10)[0].weight_decay == 0.05
     assert DEFAULT_RECIPE.weight_decay is None  # the seed's Adam has none
-    # All 60,000 images for the whole schedule: no held-out split, no early stopping.
-    assert FAST_RECIPE.validation_split == 0 and FAST_RECIPE.early_stopping_patience is None
 
 
 def _adam_twins(jit_compile="auto", **adam_args) -> list[keras.Model]:
@@ -134,8 +143,7 @@ def test_the_fused_adam_kernel_takes_keras_adams_steps(adam_args):
     models = _adam_twins(**adam_args)
     ops = []
     for model in models:
-        loop = LocalLoop(model, 1, steps_per_execution=1)
-        step = tf.function(loop._train_step)
+        step = tf.function(Trainer(model, tf.distribute.get_strategy()).replica_step)
         for start in range(0, 96, 32):  # three steps: Adam's bias correction changes each
             x, y = tf.constant(images[start : start + 32]), tf.constant(labels[start : start + 32])
             step(x, y)
@@ -159,8 +167,8 @@ def test_the_fused_adam_kernel_under_xla_and_mixed_precision(mode):
             keras.mixed_precision.set_global_policy("mixed_float16")
         keras_adam, fused = _adam_twins(jit_compile=mode == "jit")
         for model in (keras_adam, fused):
-            loop = LocalLoop(model, 1, steps_per_execution=2)
-            iterator = iter(make_dataset(images, labels, 32))
+            loop = Trainer(model, tf.distribute.get_strategy())
+            iterator = loop.iterate(make_dataset(images, labels, 32))
             loop._train_steps(iterator, tf.constant(2, tf.int64))
         concrete = loop._train_steps.get_concrete_function(iterator, tf.constant(2, tf.int64))
         graph_def = concrete.graph.as_graph_def()
@@ -177,32 +185,19 @@ def test_the_fused_adam_kernel_under_xla_and_mixed_precision(mode):
 def test_a_model_trained_with_the_fused_kernel_saves_a_plain_adam(tmp_path):
     _, fused = _adam_twins()
     images, labels = _small_set(32)
-    tf.function(LocalLoop(fused, 1, 1)._train_step)(tf.constant(images), tf.constant(labels))
+    step = tf.function(Trainer(fused, tf.distribute.get_strategy()).replica_step)
+    step(tf.constant(images), tf.constant(labels))
     fused.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
     assert type(loaded.optimizer) is keras.optimizers.Adam  # loads without this project
 
 
 def test_fast_recipe_warms_up_then_decays():
-    optimizer = make_optimizer(FAST_RECIPE, steps_per_epoch=100, epochs=10)
+    optimizer, _ = make_optimizer(FAST_RECIPE, steps_per_epoch=100, epochs=10)
     schedule = optimizer._learning_rate
     rates = [float(schedule(step)) for step in (0, 50, 100, 500, 1000)]
     assert rates[0] < rates[1] < rates[2] == pytest.approx(FAST_RECIPE.peak_learning_rate)
     assert rates[2] > rates[3] > rates[4] >= 0
-
-
-def test_early_stopping_waits_for_the_second_half_of_the_schedule(tmp_path):
-    arrays = make_arrays(n_train=256)
-    images = (arrays["x_train"] / 255).astype(np.float32)[..., None]
-    train_ds = make_dataset(images[:192], arrays["y_train"][:192], 64, shuffle_seed=0)
-    val_ds = make_dataset(images[192:], arrays["y_train"][192:], 64)
-    # A zero learning rate: validation loss can never improve, so patience 1 would stop
-    # after the second epoch if the stopper watched from the start.
-    net = compile_model(get_model((28, 28, 1)), keras.optimizers.Adam(learning_rate=0.0))
-    result = train_model(net, train_ds, val_ds, 6, tmp_path, early_stopping_patience=1, verbose=0)
-    # Watched from epoch 4 (6 // 2 + 1): best there, no gain in epoch 5, stopped after it.
-    assert result.stopped_early_at == 5
-    assert [e["epoch"] for e in result.history] == [1, 2, 3, 4, 5]
 
 
 def _twins(*optimizers, jit_compile="auto") -> list[keras.Model]:
@@ -239,27 +234,63 @@ def test_a_batch_cut_into_slices_takes_the_same_step(batch):
     whole, sliced = _twin_models(2)
     sums = {}
     for name, model, shards in (("whole", whole, 1), ("sliced", sliced, 2)):
-        loop = LocalLoop(model, shards, steps_per_execution=1)
-        step = tf.function(loop._train_step)
+        step = tf.function(Trainer(model, tf.distribute.get_strategy(), shards).replica_step)
         sums[name] = step(tf.constant(images), tf.constant(labels.astype(np.int64))).numpy()
     np.testing.assert_allclose(sums["whole"], sums["sliced"], rtol=1e-5)
     assert sums["sliced"][2] == batch  # padding is not counted as an example
     _assert_same_weights(whole, sliced)
 
 
-def test_the_local_loop_matches_keras_fit(tmp_path):
+def test_the_job_loop_matches_keras_fit(tmp_path):
+    """The job's loop takes the steps Keras' own fit takes, and reports the same curves."""
     images, labels = _small_set(200)
     (x_fit, y_fit), (x_val, y_val) = split_validation(images, labels, 0.2)
-    histories, models = {}, _twin_models(2)
-    for loop, model in zip(("keras-fit", "local"), models, strict=True):
-        train_ds = make_dataset(x_fit, y_fit, 32, shuffle_seed=4)  # the same batches for both
-        val_ds = make_dataset(x_val, y_val, 32)
-        result = train_model(model, train_ds, val_ds, 2, tmp_path / loop, verbose=0, loop=loop)
-        histories[loop] = result.history
-    _assert_same_weights(*models)
-    for fit_epoch, local_epoch in zip(histories["keras-fit"], histories["local"], strict=True):
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            assert local_epoch[key] == pytest.approx(fit_epoch[key], rel=1e-4), key
+    with_fit, with_job = _twin_models(2)
+    # The same batches for both: each dataset shuffles from the same seed.
+    fitted = with_fit.fit(
+        make_dataset(x_fit, y_fit, 32, shuffle_seed=4).repeat(),
+        steps_per_epoch=5,
+        epochs=2,
+        validation_data=make_dataset(x_val, y_val, 32),
+        shuffle=False,
+        verbose=0,
+    ).history
+    train_ds, val_ds = (
+        make_dataset(x_fit, y_fit, 32, shuffle_seed=4),
+        make_dataset(x_val, y_val, 32),
+    )
+    result = train_model(with_job, train_ds, val_ds, 2, tmp_path, verbose=0)
+    _assert_same_weights(with_fit, with_job)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        job_curve = [epoch[key] for epoch in result.history]
+        assert job_curve == pytest.approx(fitted[key], rel=1e-4), key
+
+
+def test_the_fused_kernel_is_checked_and_keras_update_runs_when_it_does_not_fit(
+    monkeypatch, caplog
+):
+    apply_adam = tf.raw_ops.ResourceApplyAdam
+
+    def longer_step(**kwargs):  # internals that changed meaning: a step twice as long
+        return apply_adam(**{**kwargs, "lr": kwargs["lr"] * 2})
+
+    def changed_signature(**kwargs):  # internals that are gone or renamed
+        raise TypeError("ResourceApplyAdam() got an unexpected keyword argument 'm'")
+
+    fused_adam_kernel_works.cache_clear()
+    try:
+        assert fused_adam_kernel_works()  # this Keras: the internals are there and agree
+        for broken, logged in (
+            (longer_step, "differs from Keras'"),
+            (changed_signature, "TypeError"),
+        ):
+            fused_adam_kernel_works.cache_clear()
+            monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", broken)
+            optimizer, update = make_optimizer(DEFAULT_RECIPE, 100, 5)
+            assert update == KERAS_UPDATE and "update_step" not in vars(optimizer)
+            assert logged in caplog.text and "Keras' update runs" in caplog.text
+    finally:
+        fused_adam_kernel_works.cache_clear()
 
 
 def test_batch_shards_one_slice_per_inter_op_thread_on_cpu(monkeypatch):

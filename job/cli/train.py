@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -118,8 +117,9 @@ from job.errors import JobError
 def train(**opts) -> None:
     """Train and evaluate the CNN; write metrics.json, figures, model.keras and the export."""
     from job.pipeline import run_training
+    from job.training.cluster import read_environment
 
-    config = build_config(opts)
+    config = build_config(opts, read_environment())
     report = run_training(config)
     if report:
         click.echo(
@@ -128,13 +128,13 @@ def train(**opts) -> None:
         )
 
 
-def build_config(opts: dict) -> JobConfig:
+def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
     recipe = recipe_named(opts["recipe"])
 
     def pick(name, fallback):
         return opts[name] if opts[name] is not None else fallback
 
-    run_dir, new_run_dir = default_run_dir(opts["output_dir"], opts["runs_dir"])
+    run_dir, new_run_dir = default_run_dir(opts["output_dir"], opts["runs_dir"], environ)
     return JobConfig(
         run_dir=run_dir,
         new_run_dir=new_run_dir,
@@ -152,7 +152,7 @@ def build_config(opts: dict) -> JobConfig:
             recipe=recipe.name,
             epochs=pick("epochs", recipe.epochs),
             batch_size=pick("batch_size", recipe.batch_size),
-            validation_split=pick("validation_split", recipe.validation_split),
+            validation_split=pick("validation_split", 0.0),
             seed=opts["seed"],
             limit=opts["limit"],
             device=opts["device"],
@@ -162,10 +162,13 @@ def build_config(opts: dict) -> JobConfig:
             steps_per_execution=opts["steps_per_execution"],
             distribute=opts["distribute"],
         ),
+        environ=environ,
     )
 
 
-def default_run_dir(output_dir: Path | None, runs_dir: Path) -> tuple[Path, bool]:
+def default_run_dir(
+    output_dir: Path | None, runs_dir: Path, environ: dict[str, str]
+) -> tuple[Path, bool]:
     """(the run directory, whether it is a new generated name).
 
     Every worker of a multi-worker run must name the same folder: under Slurm the default
@@ -177,9 +180,9 @@ def default_run_dir(output_dir: Path | None, runs_dir: Path) -> tuple[Path, bool
 
     if output_dir is not None:
         return output_dir, False
-    if names_several_workers():
-        job_id = os.environ.get("SLURM_JOB_ID")
-        if os.environ.get("TF_CONFIG") or not job_id:
+    if names_several_workers(environ):
+        job_id = environ.get("SLURM_JOB_ID")
+        if environ.get("TF_CONFIG") or not job_id:
             raise JobError("multi-worker runs need --output-dir: every worker must name it")
         return runs_dir / f"slurm-{job_id}", False
     return runs_dir / new_run_name(), True

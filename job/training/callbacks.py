@@ -65,23 +65,27 @@ class EpochBackup(keras.callbacks.Callback):
     Keras' BackupAndRestore writes in place, so a SIGKILL mid-write leaves a file the next
     run cannot open. Each backup here is a whole ``.keras`` file written under a temporary
     name and renamed to ``epoch-NNNN.keras``: the newest backup is always complete.
+
+    A run restores from ``restore_dir`` (the chief's) and saves to ``save_dir``: the same
+    folder but on the other workers of a multi-worker run, which save to their own.
     """
 
-    def __init__(self, backup_dir: Path):
+    def __init__(self, restore_dir: Path, save_dir: Path):
         super().__init__()
-        self.backup_dir = backup_dir
+        self.restore_dir = restore_dir
+        self.save_dir = save_dir
 
-    def _backups(self) -> list[Path]:
-        return sorted(self.backup_dir.glob("epoch-*.keras"))
+    def _backups(self, folder: Path) -> list[Path]:
+        return sorted(folder.glob("epoch-*.keras"))
 
     def restore(self, model: keras.Model) -> int:
-        """Load the newest backup into ``model``; returns how many epochs it had finished."""
-        backups = self._backups()
+        """Load the newest backup into ``model`` (its optimizer built); returns how many
+        epochs it had finished."""
+        backups = self._backups(self.restore_dir)
         if not backups:
             return 0
         saved = keras.models.load_model(backups[-1], safe_mode=True)
         model.set_weights(saved.get_weights())
-        model.optimizer.build(model.trainable_variables)
         for target, source in zip(
             model.optimizer.variables, saved.optimizer.variables, strict=True
         ):
@@ -89,9 +93,9 @@ class EpochBackup(keras.callbacks.Callback):
         return int(backups[-1].stem.split("-")[1])
 
     def on_epoch_end(self, epoch, logs=None):
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        final = save_keras_atomic(self.model, self.backup_dir / f"epoch-{epoch + 1:04d}.keras")
-        for older in self._backups():
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        final = save_keras_atomic(self.model, self.save_dir / f"epoch-{epoch + 1:04d}.keras")
+        for older in self._backups(self.save_dir):
             if older != final:
                 older.unlink(missing_ok=True)
 
@@ -99,16 +103,16 @@ class EpochBackup(keras.callbacks.Callback):
         """Training is over: keep its final weights and ``record`` until the run's outputs
         are committed, so a run that fails after training (a full disk, say) goes straight
         to evaluation and export when run again."""
-        save_keras_atomic(model, self.backup_dir / FINAL_MODEL)
-        write_json_atomic(self.backup_dir / FINISHED_RECORD, record)
+        save_keras_atomic(model, self.save_dir / FINAL_MODEL)
+        write_json_atomic(self.save_dir / FINISHED_RECORD, record)
 
     def finished(self, model: keras.Model) -> dict | None:
         """If training had finished, load its final weights into ``model`` and return its
         record; otherwise None."""
-        record_path = self.backup_dir / FINISHED_RECORD
+        record_path = self.restore_dir / FINISHED_RECORD
         if not record_path.exists():
             return None
-        saved = keras.models.load_model(self.backup_dir / FINAL_MODEL, safe_mode=True)
+        saved = keras.models.load_model(self.restore_dir / FINAL_MODEL, safe_mode=True)
         model.set_weights(saved.get_weights())
         return json.loads(record_path.read_text())
 
@@ -135,31 +139,11 @@ class PreemptionGuard(keras.callbacks.Callback):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
-    def check(self) -> None:
-        """Raise Preempted if SIGTERM has arrived."""
+    # Checked before each batch, not after: a callback with an after-batch hook makes Keras
+    # wait for every step's metrics (it then turns off its asynchronous callback dispatch).
+    def on_train_batch_begin(self, batch, logs=None):
         if self.requested:
             raise Preempted(
                 "SIGTERM received: stopped; the last backup is kept, "
                 "run the same command again to resume"
             )
-
-    # Checked before each batch, not after: a callback with an after-batch hook makes Keras
-    # wait for every step's metrics (it then turns off its asynchronous callback dispatch).
-    def on_train_batch_begin(self, batch, logs=None):
-        self.check()
-
-
-def early_stopping(patience: int, epochs: int) -> keras.callbacks.EarlyStopping:
-    """Stop when validation loss has not improved for ``patience`` epochs, from half-way on.
-
-    Watched from half-way because the validation figures jump about while the learning
-    rate is still high; on loss rather than accuracy because accuracy on a few thousand
-    images moves in coarse steps and stalls while loss still falls (docs/performance.md).
-    """
-    return keras.callbacks.EarlyStopping(
-        monitor="val_loss",
-        mode="min",  # said, not guessed from the compiled metrics (the local loop has none)
-        patience=patience,
-        start_from_epoch=epochs // 2,
-        restore_best_weights=True,
-    )

@@ -1,21 +1,32 @@
 """The cluster a process belongs to, from TF_CONFIG or Slurm's variables alone.
 
 No TensorFlow here: the CLI and the run directory need to know whether this process is
-one of several workers, and which, before anything starts TensorFlow.
+one of several workers, and which, before anything starts TensorFlow. Every function
+reads the environment the CLI captured (``read_environment``), never ``os.environ``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from job.errors import JobError
 
+# The variables the job reads: the cluster (TensorFlow's and Slurm's), its own port base,
+# and TensorFlow's thread counts.
+ENVIRONMENT_PREFIXES = ("TF_CONFIG", "SLURM_", "MNIST_JOB_PORT_BASE", "TF_NUM_")
 
-def tf_config() -> dict:
+
+def read_environment() -> dict[str, str]:
+    """The variables the job reads, captured once by the CLI and passed down."""
+    return {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIXES)}
+
+
+def tf_config(env: Mapping[str, str]) -> dict:
     try:
-        return json.loads(os.environ.get("TF_CONFIG") or "{}")
+        return json.loads(env.get("TF_CONFIG") or "{}")
     except json.JSONDecodeError:
         raise JobError("TF_CONFIG is not valid JSON") from None
 
@@ -25,16 +36,16 @@ def cluster_size(cluster: dict) -> int:
     return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
 
 
-def under_slurm() -> bool:
+def under_slurm(env: Mapping[str, str]) -> bool:
     """Several tasks of one Slurm step (srun): a multi-worker cluster."""
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
+    return int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env
 
 
-def names_several_workers() -> bool:
+def names_several_workers(env: Mapping[str, str]) -> bool:
     """TF_CONFIG names several workers, or (without TF_CONFIG) Slurm runs several tasks."""
-    if os.environ.get("TF_CONFIG"):
-        return cluster_size(tf_config().get("cluster", {})) > 1
-    return under_slurm()
+    if env.get("TF_CONFIG"):
+        return cluster_size(tf_config(env).get("cluster", {})) > 1
+    return under_slurm(env)
 
 
 def writes_outputs(task_type: str, task_id: int, cluster_has_chief: bool) -> bool:
@@ -49,25 +60,22 @@ def writes_outputs(task_type: str, task_id: int, cluster_has_chief: bool) -> boo
 class Role:
     task_type: str  # "chief", "worker", or "single" outside a cluster
     task_id: int
-
-    @property
-    def is_chief(self) -> bool:
-        return writes_outputs(self.task_type, self.task_id, _has_chief())
+    is_chief: bool
 
     @property
     def label(self) -> str:
         return f"{self.task_type}-{self.task_id}"
 
 
-def _has_chief() -> bool:
-    return bool(tf_config().get("cluster", {}).get("chief"))
-
-
-def this_role() -> Role:
+def this_role(env: Mapping[str, str]) -> Role:
     """This process's role when several workers train together; "single" otherwise."""
-    if not names_several_workers():
-        return Role("single", 0)
-    task = tf_config().get("task")
+    if not names_several_workers(env):
+        return Role("single", 0, True)
+    config = tf_config(env)
+    task = config.get("task")
     if task:
-        return Role(str(task.get("type", "worker")), int(task.get("index", 0)))
-    return Role("worker", int(os.environ.get("SLURM_PROCID", "0")))
+        task_type, task_id = str(task.get("type", "worker")), int(task.get("index", 0))
+        has_chief = bool(config.get("cluster", {}).get("chief"))
+    else:
+        task_type, task_id, has_chief = "worker", int(env.get("SLURM_PROCID", "0")), False
+    return Role(task_type, task_id, writes_outputs(task_type, task_id, has_chief))

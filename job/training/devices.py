@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
@@ -31,7 +32,7 @@ def select_device(device: str) -> str:
     return "gpu" if gpus and device != "cpu" else "cpu"
 
 
-def configure_threads(used: str) -> None:
+def configure_threads(used: str, env: Mapping[str, str]) -> None:
     """On CPU: one thread per op, and as many ops side by side as there are cores.
 
     This model's ops are small, so splitting one op across cores costs more in hand-offs
@@ -49,7 +50,7 @@ def configure_threads(used: str) -> None:
         ),
     }
     for variable, (setter, count) in wanted.items():
-        given = os.environ.get(variable, "")
+        given = env.get(variable, "")
         try:
             setter(int(given) if given.isdigit() else count)
         except RuntimeError:  # runtime already started (a second run in one process)

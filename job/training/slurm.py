@@ -11,7 +11,7 @@ derives its ports from the job and step.
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Mapping
 
 import tensorflow as tf
 from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
@@ -28,40 +28,40 @@ PORT_RANGE = (20000, 60000)  # derived ports fall here, clear of the usual servi
 PORTS_PER_STEP = 16  # one port per task on a node: up to 16 tasks of a step per node
 
 
-def _slurm(name: str) -> str:
-    value = os.environ.get(name)
+def _slurm(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
     if value is None:
         raise JobError(f"multi-worker under Slurm: {name} is not set (run the job with srun)")
     return value
 
 
-def port_base() -> int:
+def port_base(env: Mapping[str, str]) -> int:
     """The first port of this step's tasks on each node.
 
     ``MNIST_JOB_PORT_BASE`` wins; then ports Slurm reserved for the step (``srun
     --resv-ports``); otherwise a base derived from the job and step ids, the same in every
     task of the step, and different for jobs whose ids are less than 2,500 apart.
     """
-    given = os.environ.get(PORT_BASE_VARIABLE)
+    given = env.get(PORT_BASE_VARIABLE)
     if given:
         if not given.isdigit() or not 1024 <= int(given) <= 65535 - PORTS_PER_STEP:
             raise JobError(f"{PORT_BASE_VARIABLE}={given!r}: expected a port from 1024 up")
         return int(given)
-    reserved = os.environ.get("SLURM_STEP_RESV_PORTS")
+    reserved = env.get("SLURM_STEP_RESV_PORTS")
     if reserved:
         return int(reserved.split("-")[0].split(",")[0])
-    job, step = int(_slurm("SLURM_JOB_ID")), int(os.environ.get("SLURM_STEP_ID", "0") or 0)
+    job, step = int(_slurm(env, "SLURM_JOB_ID")), int(env.get("SLURM_STEP_ID", "0") or 0)
     slots = (PORT_RANGE[1] - PORT_RANGE[0]) // PORTS_PER_STEP
     return PORT_RANGE[0] + ((job * 4 + step % 4) % slots) * PORTS_PER_STEP
 
 
-def worker_addresses() -> list[str]:
+def worker_addresses(env: Mapping[str, str]) -> list[str]:
     """``host:port`` of every task of the step, in task order (SLURM_PROCID)."""
-    hosts = expand_hostlist(_slurm("SLURM_STEP_NODELIST"))
-    tasks = expand_tasks_per_node(_slurm("SLURM_STEP_TASKS_PER_NODE"))
+    hosts = expand_hostlist(_slurm(env, "SLURM_STEP_NODELIST"))
+    tasks = expand_tasks_per_node(_slurm(env, "SLURM_STEP_TASKS_PER_NODE"))
     if len(hosts) != len(tasks):
         raise JobError("multi-worker under Slurm: the node list and tasks per node disagree")
-    base = port_base()
+    base = port_base(env)
     return [
         f"{host}:{base + local}"
         for host, count in zip(hosts, tasks, strict=True)
@@ -69,14 +69,14 @@ def worker_addresses() -> list[str]:
     ]
 
 
-def gpus_for_this_task(visible: list, tasks_on_node: int, local_id: int) -> list:
+def gpus_for_this_task(visible: list, tasks_on_node: int, local_id: int, per_task: str) -> list:
     """The GPUs this task trains on, from those TensorFlow sees.
 
     When Slurm already gave each task its own GPUs (``--gpus-per-task`` with binding), a
     task sees just those; when every task sees all of the node's GPUs, each takes an equal
-    share by its local task id; with fewer GPUs than tasks they are shared.
+    share by its local task id; with fewer GPUs than tasks they are shared. ``per_task``:
+    ``SLURM_GPUS_PER_TASK``.
     """
-    per_task = os.environ.get("SLURM_GPUS_PER_TASK", "")
     if per_task.isdigit() and len(visible) == int(per_task):
         return visible
     if tasks_on_node > 1 and len(visible) >= tasks_on_node:
@@ -85,18 +85,20 @@ def gpus_for_this_task(visible: list, tasks_on_node: int, local_id: int) -> list
     return visible
 
 
-def slurm_cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
+def slurm_cluster_resolver(
+    env: Mapping[str, str],
+) -> tf.distribute.cluster_resolver.ClusterResolver:
     """This step's cluster for MultiWorkerMirroredStrategy, each task on its own GPUs.
 
     Must run before TensorFlow's runtime starts (it may change the visible GPUs).
     """
-    addresses = worker_addresses()
-    task_id = int(_slurm("SLURM_PROCID"))
-    local_id = int(os.environ.get("SLURM_LOCALID", "0"))
-    node_id = int(os.environ.get("SLURM_NODEID", "0"))
-    tasks_on_node = expand_tasks_per_node(_slurm("SLURM_STEP_TASKS_PER_NODE"))[node_id]
+    addresses = worker_addresses(env)
+    task_id = int(_slurm(env, "SLURM_PROCID"))
+    local_id = int(env.get("SLURM_LOCALID", "0"))
+    node_id = int(env.get("SLURM_NODEID", "0"))
+    tasks_on_node = expand_tasks_per_node(_slurm(env, "SLURM_STEP_TASKS_PER_NODE"))[node_id]
     visible = tf.config.get_visible_devices("GPU")
-    mine = gpus_for_this_task(visible, tasks_on_node, local_id)
+    mine = gpus_for_this_task(visible, tasks_on_node, local_id, env.get("SLURM_GPUS_PER_TASK", ""))
     if mine != visible:
         tf.config.set_visible_devices(mine, "GPU")
     log.info(

@@ -3,7 +3,7 @@ workers (TF_CONFIG or Slurm); and which worker writes the outputs."""
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import tensorflow as tf
@@ -25,35 +25,41 @@ STRATEGY_NAMES = {
 }
 
 
-def resolve_mode(mode: str) -> str:
+def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
     """``auto``: multi-worker when TF_CONFIG or Slurm name several workers, mirrored with
     several GPUs, otherwise none."""
     if mode != "auto":
         return mode
-    if names_several_workers():
+    if names_several_workers(env):
         return "multi-worker"
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
     return "none"
 
 
-def make_strategy(mode: str, per_replica_batch: int) -> tuple[dict, tf.distribute.Strategy]:
+def make_strategy(
+    mode: str, per_replica_batch: int, env: Mapping[str, str]
+) -> tuple[dict, tf.distribute.Strategy]:
     """Return (what the report records, the strategy). ``--batch-size`` is per replica.
 
     Raises:
         JobError: multi-worker without a cluster description.
     """
-    resolved = resolve_mode(mode)
+    resolved = resolve_mode(mode, env)
     workers = 1
     if resolved == "none":
         strategy = tf.distribute.get_strategy()
     elif resolved == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
+        # Every GPU; without GPUs every logical CPU device (one, unless the process split
+        # the CPU into several, as the tests do to run this path without a GPU).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
     else:
-        if cluster_size(tf_config().get("cluster", {})) >= 1:
+        if cluster_size(tf_config(env).get("cluster", {})) >= 1:
+            # TensorFlow's resolver reads TF_CONFIG itself: the variable the CLI captured.
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        elif under_slurm():
-            resolver = slurm_cluster_resolver()
+        elif under_slurm(env):
+            resolver = slurm_cluster_resolver(env)
         else:
             raise JobError("--distribute multi-worker: set TF_CONFIG, or run under srun")
         workers = cluster_size(resolver.cluster_spec().as_dict())
@@ -69,13 +75,9 @@ def make_strategy(mode: str, per_replica_batch: int) -> tuple[dict, tf.distribut
     }, strategy
 
 
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """The chief (or worker 0 when the cluster has no chief) writes the outputs."""
-    if not is_multi_worker(strategy):
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     resolver = strategy.cluster_resolver
     has_chief = "chief" in resolver.cluster_spec().as_dict()
@@ -89,8 +91,3 @@ def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
         return run_dir
     resolver = strategy.cluster_resolver
     return run_dir / f".worker-{resolver.task_type}-{resolver.task_id}"
-
-
-def cleanup_worker_dir(work: Path, run_dir: Path) -> None:
-    if work != run_dir:
-        shutil.rmtree(work, ignore_errors=True)

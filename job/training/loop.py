@@ -1,0 +1,235 @@
+"""The training loop: one replica step for every strategy, behind one call, ``train_model``.
+
+One device, several GPUs of one machine (MirroredStrategy) and several workers
+(MultiWorkerMirroredStrategy) all run the same step through ``strategy.run``: forward
+pass, summed loss, the optimizer's loss scaling, gradients, apply. Keras 3's ``fit``
+fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the job drives
+Keras' own callbacks (history, backup, preemption, progress) from this loop instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from job.rundir import BACKUP_DIRNAME, HISTORY_FILENAME, TENSORBOARD_DIRNAME
+from job.tensorboard import EpochSummaries
+from job.training import strategies
+from job.training.callbacks import EpochBackup, EpochLog, PreemptionGuard
+from job.training.inputs import batches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]  # one entry per epoch, in order, each exactly once
+    seconds: float  # wall time of training in this process
+    resumed_from_epoch: int  # 0 for a fresh run
+    writes_outputs: bool = True  # False on multi-worker workers other than the chief
+
+
+def loss_and_correct(labels, probabilities, weights=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Summed cross-entropy (the compiled loss) and count of correct answers over a batch's
+    examples, each weighted by ``weights`` when given."""
+    labels = tf.cast(labels, tf.int64)
+    probabilities = tf.cast(probabilities, tf.float32)  # float16 under mixed precision
+    losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+    correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), labels), tf.float32)
+    if weights is not None:
+        losses, correct = losses * weights, correct * weights
+    return tf.reduce_sum(losses), tf.reduce_sum(correct)
+
+
+def epoch_logs(totals, prefix: str = "") -> dict[str, float]:
+    """Mean loss and accuracy from summed (loss, correct, examples), as Keras names them."""
+    loss_sum, correct, count = (float(v) for v in totals)
+    return {f"{prefix}accuracy": correct / count, f"{prefix}loss": loss_sum / count}
+
+
+class Trainer:
+    """Train a compiled model under ``strategy``, ``steps_per_execution`` steps per call.
+
+    Each call runs a graph loop that pulls batches from the (distributed) iterator, as
+    ``fit`` does. On one CPU each batch is cut into ``shards`` slices whose forward and
+    backward passes run side by side on the inter-op threads; the gradient is the sum over
+    slices divided by the batch size, the same Adam step on the same batch mean as the
+    seed's. Under a strategy each replica divides its sum by its share of the batch times
+    the number of replicas (the global batch, as Keras' ``fit`` does) and the optimizer
+    sums the replicas' gradients.
+    """
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, shards: int = 1):
+        self.model = model
+        self.strategy = strategy
+        self.shards = shards
+        self.replicas = strategy.num_replicas_in_sync
+        # --jit: XLA compiles each replica's forward and backward pass.
+        self._gradients = (
+            tf.function(self._gradients_fn, jit_compile=True)
+            if model.jit_compile
+            else self._gradients_fn
+        )
+        # (iterator, steps) -> summed (loss, correct, examples) over ``steps`` steps.
+        self._train_steps = tf.function(functools.partial(self._run_steps, self.replica_step))
+        self._eval_steps = tf.function(functools.partial(self._run_steps, self._eval_step))
+
+    def _slices(self, images: tf.Tensor, labels: tf.Tensor):
+        """``shards`` equal slices of a batch, with per-example weights: 1 for examples, 0 for
+        the zero padding that makes a short last batch divide evenly (a slice is never empty:
+        oneDNN's max-pool gradient aborts the process on an empty batch)."""
+        if self.shards == 1:
+            return [(images, labels, None)]
+        count = tf.shape(labels)[0]
+        pad = (self.shards - count % self.shards) % self.shards
+        weights = tf.pad(tf.ones([count]), [[0, pad]])
+        images = tf.pad(images, [[0, pad]] + [[0, 0]] * (len(images.shape) - 1))
+        labels = tf.pad(labels, [[0, pad]])
+        return list(
+            zip(
+                tf.split(images, self.shards),
+                tf.split(labels, self.shards),
+                tf.split(weights, self.shards),
+                strict=True,
+            )
+        )
+
+    def _gradients_fn(self, images, labels, divisor):
+        optimizer = self.model.optimizer
+        with tf.GradientTape() as tape:
+            sums = [
+                loss_and_correct(y, self.model(x, training=True), w)
+                for x, y, w in self._slices(images, labels)
+            ]
+            loss_sum = tf.add_n([loss for loss, _ in sums])
+            # Mixed precision: the LossScaleOptimizer scales here and unscales in apply.
+            scaled = optimizer.scale_loss(loss_sum / divisor)
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        return gradients, loss_sum, tf.add_n([correct for _, correct in sums])
+
+    def replica_step(self, images, labels) -> tf.Tensor:
+        """One training step on this replica's share of the batch; returns its summed
+        (loss, correct, examples)."""
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        gradients, loss_sum, correct = self._gradients(images, labels, count * self.replicas)
+        self.model.optimizer.apply(gradients, self.model.trainable_variables)
+        return tf.stack([loss_sum, correct, count])
+
+    def _eval_step(self, images, labels) -> tf.Tensor:
+        loss_sum, correct = loss_and_correct(labels, self.model(images, training=False))
+        return tf.stack([loss_sum, correct, tf.cast(tf.shape(labels)[0], tf.float32)])
+
+    def _run_steps(self, step, iterator, steps: tf.Tensor) -> tf.Tensor:
+        totals = tf.zeros(3)
+        for _ in tf.range(steps):
+            per_replica = self.strategy.run(step, args=next(iterator))
+            totals += self.strategy.reduce("SUM", per_replica, axis=None)
+        return totals
+
+    def iterate(self, ds: tf.data.Dataset):
+        """One iterator over ``ds`` repeated, for the whole run, split among the replicas."""
+        return iter(self.strategy.experimental_distribute_dataset(ds.repeat()))
+
+    def fit(self, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose) -> None:
+        steps, chunk = batches(train_ds), self.model.steps_per_execution
+        val_steps = tf.constant(batches(val_ds), tf.int64) if val_ds is not None else None
+        hooks = keras.callbacks.CallbackList(
+            callbacks,
+            add_progbar=verbose != 0,
+            model=self.model,
+            verbose=verbose,
+            epochs=epochs,
+            steps=steps,
+        )
+        train_it = self.iterate(train_ds)
+        val_it = self.iterate(val_ds) if val_ds is not None else None
+        hooks.on_train_begin()
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            hooks.on_epoch_begin(epoch)
+            totals = np.zeros(3)
+            for first in range(0, steps, chunk):
+                hooks.on_train_batch_begin(first)
+                run = min(chunk, steps - first)
+                totals += self._train_steps(train_it, tf.constant(run, tf.int64)).numpy()
+                logs = epoch_logs(totals)
+                hooks.on_train_batch_end(first + run - 1, logs)
+            if val_it is not None:
+                logs |= epoch_logs(self._eval_steps(val_it, val_steps).numpy(), "val_")
+            hooks.on_epoch_end(epoch, logs)
+        hooks.on_train_end(logs)
+
+
+def train_model(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    epochs: int,
+    run_dir: Path,
+    strategy: tf.distribute.Strategy | None = None,
+    shards: int = 1,
+    verbose: int | None = None,
+) -> TrainResult:
+    """Fit ``model`` under ``strategy``, resuming from ``run_dir/backup`` after a cut-off.
+
+    Every worker restores from the chief's backup (a shared file system, as on Kubernetes
+    volumes and Slurm home directories) and saves each epoch to a folder of its own; only
+    the chief's is kept. The backup stays after training (``rundir.remove_backup`` removes
+    it once the run is committed): a rerun after a later failure skips training.
+
+    Raises:
+        Preempted: SIGTERM arrived; the backup of the last finished epoch is kept.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = strategies.is_chief(strategy)
+    work = strategies.work_dir(run_dir, strategy)
+    if verbose is None:
+        # A bar on a terminal, a line per epoch in logs; the chief alone speaks.
+        verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
+    epoch_log = EpochLog(work / HISTORY_FILENAME)
+    backup = EpochBackup(run_dir / BACKUP_DIRNAME, work / BACKUP_DIRNAME)
+    guard = PreemptionGuard()
+    # EpochLog runs before the backup: a crash between the two re-runs the epoch and
+    # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
+    # The summaries read the log's entry, so TensorBoard and the report agree.
+    callbacks: list[keras.callbacks.Callback] = [guard, epoch_log]
+    summaries = EpochSummaries(run_dir / TENSORBOARD_DIRNAME, epoch_log) if chief else None
+    callbacks += [summaries] if summaries else []
+    callbacks.append(backup)
+    with strategy.scope():  # optimizer variables are made under the strategy, for restore
+        model.optimizer.build(model.trainable_variables)
+    finished = backup.finished(model)
+    resumed_from = finished["epochs_run"] if finished else backup.restore(model)
+    if summaries:
+        summaries.restart(resumed_from)
+    if finished:
+        log.info("training had finished; going straight to evaluation (%s)", backup.restore_dir)
+        seconds = finished["seconds"]
+    else:
+        if resumed_from:
+            log.info("resuming after epoch %d from %s", resumed_from, backup.restore_dir)
+        guard.install()
+        started = time.perf_counter()
+        try:
+            Trainer(model, strategy, shards).fit(
+                train_ds, val_ds, epochs, resumed_from, callbacks, verbose
+            )
+        finally:
+            guard.uninstall()
+        seconds = time.perf_counter() - started
+        backup.save_finished(model, {"epochs_run": epochs, "seconds": seconds})
+    if summaries:
+        summaries.close()
+    if not chief:  # the chief's backup stays until the run is committed
+        shutil.rmtree(work, ignore_errors=True)
+        return TrainResult([], seconds, resumed_from, writes_outputs=False)
+    return TrainResult(epoch_log.history(epochs), seconds, resumed_from)
