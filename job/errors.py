@@ -31,6 +31,10 @@ class Preempted(JobError):
     exit_code = EXIT_PREEMPTED
 
 
+class WorkerLost(Preempted):
+    """Another worker of a multi-worker run stopped answering: rerun to resume."""
+
+
 class OutputError(JobError):
     """Writing an output failed (no space left, a read-only file system, an I/O error)."""
 

@@ -41,8 +41,7 @@ class Setup:
     train_ds: object  # tf.data.Dataset
     val_ds: object | None
     x_test: np.ndarray
-    train_examples: int
-    validation_examples: int
+    data: dict  # the report's data section
 
 
 def run_training(config: JobConfig) -> dict:
@@ -59,15 +58,9 @@ def run_training(config: JobConfig) -> dict:
         held.mark_started()
         from job.training.loop import train_model
 
-        result = train_model(
-            setup.net,
-            setup.train_ds,
-            setup.val_ds,
-            config.train.epochs,
-            config.run_dir,
-            strategy=setup.strategy,
-            shards=setup.shards,
-        )
+        epochs, run_dir = config.train.epochs, config.run_dir
+        net, train_ds, val_ds = setup.net, setup.train_ds, setup.val_ds
+        result = train_model(net, train_ds, val_ds, epochs, run_dir, setup.strategy, setup.shards)
         if not result.writes_outputs:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
@@ -75,7 +68,8 @@ def run_training(config: JobConfig) -> dict:
         blessing = gate_and_export(config, setup.net, report)
         epoch_seconds = [e["seconds"] for e in result.history]
         total = time.perf_counter() - started
-        report["timings"] = timings(epoch_seconds, result.seconds, setup.train_examples, total)
+        examples = setup.data["train_examples"]
+        report["timings"] = timings(epoch_seconds, result.seconds, examples, total)
         commit(config, staging, report)
         if blessing:
             from job import gate
@@ -141,8 +135,11 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         train_ds=train_ds,
         val_ds=val_ds,
         x_test=x_test,
-        train_examples=len(x_fit),
-        validation_examples=len(validation[0]) if validation else 0,
+        data={
+            **dataset.describe(),
+            "train_examples": len(x_fit),
+            "validation_examples": len(validation[0]) if validation else 0,
+        },
     )
 
 
@@ -170,11 +167,7 @@ def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) 
     return report.build_report(
         config=config.to_dict(),
         environment=report.environment(setup.device_info),
-        data={
-            **setup.dataset.describe(),
-            "train_examples": setup.train_examples,
-            "validation_examples": setup.validation_examples,
-        },
+        data=setup.data,
         model={
             "name": net.name,
             "parameters": int(net.count_params()),

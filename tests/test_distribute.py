@@ -3,6 +3,7 @@ Slurm cluster description from Slurm's variables (no cluster needed)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def test_two_workers_train_one_report_one_export(tmp_path, mnist_path, options):
     assert [s for s, _ in read_scalars(run_dir / "tensorboard" / "train")["epoch_loss"]] == [0]
 
 
-def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
+def test_a_lost_worker_ends_the_other_with_75_and_the_rerun_resumes(tmp_path, mnist_path):
     run_dir, export_dir = tmp_path / "run", tmp_path / "models" / "mnist"
     args = ("--limit", 30000, "--epochs", 3, "--no-export")
     procs = start_workers(mnist_path, run_dir, export_dir, [free_port(), free_port()], *args)
@@ -102,9 +103,12 @@ def test_two_workers_resume_after_being_killed(tmp_path, mnist_path):
         assert time.monotonic() < deadline, "no backup in time"
         time.sleep(0.05)
     assert all(p.poll() is None for p in procs), "finished before it could be killed"
-    for proc in procs:
-        proc.send_signal(signal.SIGKILL)
-    wait_all(procs)
+    procs[1].send_signal(signal.SIGKILL)
+    survivor_stderr = wait_all(procs, timeout=240)[0]
+    assert procs[0].returncode == 75, survivor_stderr[-3000:]  # "run me again"
+    assert "Traceback" not in survivor_stderr
+    last_line = survivor_stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: worker 1 \(127\.0\.0\.1:\d+\) stopped answering: .*", last_line)
     assert not (run_dir / "metrics.json").exists()
 
     procs = start_workers(mnist_path, run_dir, export_dir, [free_port(), free_port()], *args)

@@ -16,11 +16,6 @@ FINAL_MODEL = "final.keras"  # in the backup folder once training has finished
 FINISHED_RECORD = "finished.json"
 
 
-def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
-    """The rate the optimizer applies now (a schedule evaluated at its step count)."""
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
 class EpochLog(keras.callbacks.Callback):
     """Keeps every finished epoch's metrics and duration in ``history.json``, across restarts.
 
@@ -42,8 +37,10 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         entry = {k: float(v) for k, v in (logs or {}).items()}
-        if "learning_rate" not in entry and self.model is not None:
-            entry["learning_rate"] = current_learning_rate(self.model.optimizer)
+        # The rate the optimizer applies now: a schedule evaluated at its step count.
+        entry["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
         entry["seconds"] = time.perf_counter() - self._started
         self.epochs[epoch] = entry
         write_json_atomic(self.path, {str(k): v for k, v in sorted(self.epochs.items())})
@@ -53,10 +50,6 @@ class EpochLog(keras.callbacks.Callback):
         if missing:
             raise JobError(f"{self.path}: epochs {missing} were never completed")
         return [{"epoch": e + 1, **self.epochs[e]} for e in range(epochs)]
-
-    def epochs_run(self, asked: int) -> int:
-        """Epochs finished so far, at most ``asked``."""
-        return min(asked, max(self.epochs, default=-1) + 1)
 
 
 class EpochBackup(keras.callbacks.Callback):

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from job.errors import WorkerLost
 from job.rundir import BACKUP_DIRNAME, HISTORY_FILENAME, TENSORBOARD_DIRNAME
 from job.tensorboard import EpochSummaries
 from job.training import strategies
@@ -28,6 +29,14 @@ from job.training.callbacks import EpochBackup, EpochLog, PreemptionGuard
 from job.training.inputs import batches
 
 log = logging.getLogger(__name__)
+
+# How a collective op fails when a peer is gone: its connection closed, the health check's
+# abort ("cluster check alive failed"), or a timeout.
+PEER_FAILURES = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+)
 
 
 @dataclass
@@ -135,6 +144,18 @@ class Trainer:
             totals += self.strategy.reduce("SUM", per_replica, axis=None)
         return totals
 
+    def _call(self, steps_fn, iterator, steps: tf.Tensor) -> np.ndarray:
+        """Run ``steps_fn``; a collective op failed by another worker becomes WorkerLost."""
+        try:
+            return steps_fn(iterator, steps).numpy()
+        except PEER_FAILURES as exc:
+            if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                raise
+            raise WorkerLost(
+                f"{strategies.lost_worker(self.strategy, exc)} stopped answering: training "
+                "stopped; the backup is kept, run the same command again to resume"
+            ) from None
+
     def iterate(self, ds: tf.data.Dataset):
         """One iterator over ``ds`` repeated, for the whole run, split among the replicas."""
         return iter(self.strategy.experimental_distribute_dataset(ds.repeat()))
@@ -160,11 +181,11 @@ class Trainer:
             for first in range(0, steps, chunk):
                 hooks.on_train_batch_begin(first)
                 run = min(chunk, steps - first)
-                totals += self._train_steps(train_it, tf.constant(run, tf.int64)).numpy()
+                totals += self._call(self._train_steps, train_it, tf.constant(run, tf.int64))
                 logs = epoch_logs(totals)
                 hooks.on_train_batch_end(first + run - 1, logs)
             if val_it is not None:
-                logs |= epoch_logs(self._eval_steps(val_it, val_steps).numpy(), "val_")
+                logs |= epoch_logs(self._call(self._eval_steps, val_it, val_steps), "val_")
             hooks.on_epoch_end(epoch, logs)
         hooks.on_train_end(logs)
 

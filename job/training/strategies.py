@@ -3,19 +3,15 @@ workers (TF_CONFIG or Slurm); and which worker writes the outputs."""
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
 import tensorflow as tf
 
 from job.errors import JobError
-from job.training.cluster import (
-    cluster_size,
-    names_several_workers,
-    tf_config,
-    under_slurm,
-    writes_outputs,
-)
+from job.training import cluster
 from job.training.slurm import slurm_cluster_resolver
 
 STRATEGY_NAMES = {
@@ -30,7 +26,7 @@ def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
     several GPUs, otherwise none."""
     if mode != "auto":
         return mode
-    if names_several_workers(env):
+    if cluster.names_several_workers(env):
         return "multi-worker"
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
@@ -46,7 +42,7 @@ def make_strategy(
         JobError: multi-worker without a cluster description.
     """
     resolved = resolve_mode(mode, env)
-    workers = 1
+    tasks = {"single-0": socket.gethostname()}  # the report's distribution.tasks
     if resolved == "none":
         strategy = tf.distribute.get_strategy()
     elif resolved == "mirrored":
@@ -55,21 +51,27 @@ def make_strategy(
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
     else:
-        if cluster_size(tf_config(env).get("cluster", {})) >= 1:
+        if cluster.cluster_size(cluster.tf_config(env).get("cluster", {})) >= 1:
             # TensorFlow's resolver reads TF_CONFIG itself: the variable the CLI captured.
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        elif under_slurm(env):
+        elif cluster.under_slurm(env):
             resolver = slurm_cluster_resolver(env)
         else:
             raise JobError("--distribute multi-worker: set TF_CONFIG, or run under srun")
-        workers = cluster_size(resolver.cluster_spec().as_dict())
+        spec = resolver.cluster_spec().as_dict()
+        tasks = {
+            f"{job}-{i}": address
+            for job in ("chief", "worker")
+            for i, address in enumerate(spec.get(job, []))
+        }
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     replicas = strategy.num_replicas_in_sync
     return {
         "strategy": STRATEGY_NAMES[resolved],
         "mode": resolved,
         "replicas": replicas,
-        "workers": workers,
+        "workers": len(tasks),
+        "tasks": tasks,  # every task of the cluster and its host:port (this host alone)
         "global_batch_size": per_replica_batch * replicas,
         "per_replica_batch_size": per_replica_batch,
     }, strategy
@@ -81,7 +83,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     resolver = strategy.cluster_resolver
     has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return writes_outputs(resolver.task_type, resolver.task_id, has_chief)
+    return cluster.writes_outputs(resolver.task_type, resolver.task_id, has_chief)
 
 
 def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
@@ -91,3 +93,13 @@ def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
         return run_dir
     resolver = strategy.cluster_resolver
     return run_dir / f".worker-{resolver.task_type}-{resolver.task_id}"
+
+
+def lost_worker(strategy: tf.distribute.Strategy, error: Exception) -> str:
+    """Which other worker a collective op's failure names, as ``<task> (<host:port>)``."""
+    resolver = strategy.cluster_resolver
+    for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error)):
+        if (job, int(index)) != (resolver.task_type, resolver.task_id):
+            address = resolver.cluster_spec().task_address(job, int(index))
+            return f"{job} {index} ({address})"
+    return "another worker"
