@@ -73,8 +73,8 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
     dataset = load_data(config)
 
     # TensorFlow is imported only now, after the cheap checks, so bad input fails fast.
-    from job import evaluate, gate, model, report, tensorboard
-    from job.export import savedmodel
+    from job import evaluate, gate, model, pages, report, tensorboard
+    from job.export import model_card, savedmodel
     from job.training import devices, inputs, loops, optimizer, strategies
 
     used = devices.select_device(t.device)
@@ -184,6 +184,9 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
             config.export_version,
             run_info={k: summary[k] for k in ("config", "data", "model")}
             | {"test": {"loss": test_loss, "accuracy": test_accuracy}},
+            model_card=model_card.build_card(
+                summary, model_card.measure_limits(net, dataset.arrays.x_test, y_test)
+            ),
         )
     full = report.build_report(
         **summary,
@@ -194,6 +197,9 @@ def _run(config: JobConfig, held: rundir.Claim) -> dict:
             "export": str(export_path) if export_path else None,
         },
         blessing=blessing,
+    )
+    pages.write_run_page(
+        staging / pages.PAGE_FILENAME, full, {n: (staging / n).read_bytes() for n in FIGURES}
     )
     rundir.commit_outputs(staging, config.run_dir)
     report.write_report(config.run_dir, full)
