@@ -31,7 +31,7 @@ body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; 
 h1 { font-size: 1.6rem; margin: .5rem 0; } h2 { font-size: 1.25rem; margin-top: 2rem;
      border-bottom: 1px solid var(--rule); }
 .muted { color: var(--muted); }
-.headline { display: grid; grid-template-columns: repeat(auto-fit, minmax(11rem, 1fr));
+.headline { display: grid; grid-template-columns: repeat(auto-fit, minmax(9rem, 1fr));
             gap: .5rem; margin: 1rem 0; }
 .headline div { border: 1px solid var(--rule); border-radius: 6px; padding: .5rem .75rem; }
 .headline b { display: block; font-size: 1.5rem; }
@@ -140,12 +140,13 @@ def duration(seconds) -> str:
 
 
 def query_examples(version: str | None) -> str:
-    """How to ask TF Serving for this model, over REST and with the project's client."""
+    """How to ask TF Serving for this model: REST with curl (one blank image), and the
+    project's client over REST and gRPC."""
     at = f"/versions/{version}" if version else ""
+    blank = "$(python3 -c 'print([[[0] * 28] * 28])')"
     return (
-        f"curl -s -X POST http://localhost:{c.REST_PORT}/v1/models/{c.MODEL_NAME}{at}:predict \\\n"
-        f'  -d \'{{"signature_name": "{c.SIGNATURE_PIXELS}", '
-        f'"instances": [[[0, 0, ...28 rows of 28 pixels 0..255...]]]}}\'\n'
+        f"curl -s http://localhost:{c.REST_PORT}/v1/models/{c.MODEL_NAME}{at}:predict \\\n"
+        f'  -d "{{\\"signature_name\\": \\"{c.SIGNATURE_PIXELS}\\", \\"instances\\": {blank}}}"\n'
         f"python -m serving predict --rest http://localhost:{c.REST_PORT} digit.png"
         + (f" --version {version}" if version else "")
         + f"\npython -m serving predict --grpc localhost:{c.GRPC_PORT} --mnist-test 0:16"
@@ -199,7 +200,7 @@ def per_class_table(report: dict) -> str:
 def run_title(report: dict) -> str:
     path = report.get("_path") or dig(report, "config.run_dir") or "run"
     name = Path(path).parent.name if path.endswith(".json") else Path(path).name
-    return f"MNIST run {name}"
+    return f"MNIST run: {name}"
 
 
 def run_page(report: dict, figures: dict[str, bytes]) -> str:

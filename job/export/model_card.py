@@ -107,7 +107,8 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
             "validation_examples": dig(run, "data.validation_examples"),
         },
         "evaluation": {
-            "data": "the MNIST test set: 10,000 images from writers not in the training set",
+            "data": f"{dig(run, 'data.test_examples', 'the')} test images of the training data's "
+            "source (MNIST's are by writers not in its training set)",
             "loss": dig(run, "test.loss"),
             "accuracy": dig(run, "test.accuracy"),
             "macro_precision": dig(run, "test.macro_precision"),
