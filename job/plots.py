@@ -100,7 +100,8 @@ def spread_figure(runs: pd.DataFrame, group_by: list[str], value: str = "test_ac
     fig = Figure(figsize=(7, 1.2 + 0.55 * len(groups)), layout="constrained")
     ax = fig.add_subplot()
     for row, (_, group) in enumerate(groups):
-        ax.scatter(group[value], [row] * len(group), s=36, alpha=0.7, color="tab:blue", zorder=3)
+        rows = row + np.linspace(-0.15, 0.15, len(group)) * (len(group) > 1)  # ties stay apart
+        ax.scatter(group[value], rows, s=36, alpha=0.7, color="tab:blue", zorder=3)
         ax.plot([group[value].mean()] * 2, [row - 0.3, row + 0.3], color="black", lw=2, zorder=4)
     labels = [
         ", ".join(
