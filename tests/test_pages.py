@@ -290,3 +290,20 @@ def test_serving_card_without_a_card_is_one_line(tmp_path):
     result = CliRunner().invoke(serving_main, ["card", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output == f"error: {tmp_path / '1'}: no model card (model_card.md missing)\n"
+
+
+@pytest.mark.integration
+def test_the_export_command_writes_a_card_that_says_when_limits_were_not_measured(
+    trained_run, tmp_path
+):
+    measured = json.loads(
+        (trained_run["version_dir"] / "assets.extra" / model_card.CARD_JSON).read_text()
+    )
+    assert [row["images"] for row in measured["quantitative_limits"]] == [10_000] * 4
+    args = ["export", "--run", trained_run["run_dir"], "--export-dir", tmp_path / "models"]
+    empty = ["--no-gate", "--cache-dir", tmp_path / "empty"]
+    result = CliRunner().invoke(main, [str(a) for a in [*args, *empty]])
+    assert result.exit_code == 0, result.output
+    card = model_card.read_card(tmp_path / "models" / "1")
+    assert f"Not measured: no verified MNIST in {tmp_path / 'empty'}." in card
+    assert not (tmp_path / "empty").exists()
