@@ -65,7 +65,7 @@ def run_training(config: JobConfig) -> dict:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
         report = evaluate_and_report(config, setup, result, staging)
-        blessing = gate_and_export(config, setup.net, report)
+        blessing = gate_and_export(config, setup, report)
         epoch_seconds = [e["seconds"] for e in result.history]
         total = time.perf_counter() - started
         examples = setup.data["train_examples"]
@@ -187,13 +187,13 @@ def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) 
     )
 
 
-def gate_and_export(config: JobConfig, net, report: dict) -> dict | None:
-    """The quality gate, then the SavedModel version if blessed; records both in the
-    report. Returns the blessing (None without export)."""
+def gate_and_export(config: JobConfig, setup: Setup, report: dict) -> dict | None:
+    """The quality gate, then the SavedModel version with its model card if blessed;
+    records both in the report. Returns the blessing (None without export)."""
     if not config.export:
         return None
     from job import gate
-    from job.export import savedmodel
+    from job.export import model_card, savedmodel
 
     test = report["test"]
     blessing = gate.decide(
@@ -207,17 +207,27 @@ def gate_and_export(config: JobConfig, net, report: dict) -> dict | None:
     if blessing["blessed"]:
         run_info = {k: report[k] for k in ("config", "data", "model")}
         run_info["test"] = {"loss": test["loss"], "accuracy": test["accuracy"]}
+        arrays = setup.dataset.arrays
+        limits = model_card.measure_limits(setup.net, arrays.x_test, arrays.y_test)
         path = savedmodel.export_for_serving(
-            net, config.export_dir, config.export_version, run_info=run_info
+            setup.net,
+            config.export_dir,
+            config.export_version,
+            run_info=run_info,
+            model_card=model_card.build_card(report, limits),
         )
         report["artifacts"]["export"] = str(path)
     return blessing
 
 
 def commit(config: JobConfig, staging: Path, report: dict) -> None:
-    """Move the staged outputs in, write the report last, drop the backup."""
+    """The run page beside the figures, then move the staged outputs in, write the report
+    last, drop the backup."""
+    from job import pages
     from job.report import REPORT_FILENAME, write_report
 
+    figures = {name: (staging / name).read_bytes() for name in report["artifacts"]["figures"]}
+    pages.write_run_page(staging / pages.PAGE_FILENAME, report, figures)
     rundir.commit_outputs(staging, config.run_dir)
     write_report(config.run_dir, report)
     rundir.remove_backup(config.run_dir)

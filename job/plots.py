@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -112,3 +113,37 @@ def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, 
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
     return list(figures)
+
+
+def spread_figure(runs: pd.DataFrame, group_by: list[str], value: str = "test_acc") -> Figure:
+    """Every run's ``value`` as a dot, one row per group, with the group's mean as a bar:
+    the spread of a sweep, not only its mean and standard deviation."""
+    groups = list(runs.groupby(group_by, sort=True, dropna=False))
+    fig = Figure(figsize=(7, 1.2 + 0.55 * len(groups)), layout="constrained")
+    ax = fig.add_subplot()
+    for row, (_, group) in enumerate(groups):
+        rows = row + np.linspace(-0.15, 0.15, len(group)) * (len(group) > 1)  # ties stay apart
+        ax.scatter(group[value], rows, s=36, alpha=0.7, color="tab:blue", zorder=3)
+        ax.plot([group[value].mean()] * 2, [row - 0.3, row + 0.3], color="black", lw=2, zorder=4)
+    labels = [
+        ", ".join(
+            f"{k}={v}"
+            for k, v in zip(group_by, key if isinstance(key, tuple) else (key,), strict=True)
+        )
+        + f" ({len(group)})"
+        for key, group in groups
+    ]
+    ax.set_yticks(range(len(groups)), labels)
+    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.set(
+        xlabel="Test accuracy" if value == "test_acc" else value, title="Each dot a run; bar: mean"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes, for pages that embed it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

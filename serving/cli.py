@@ -230,3 +230,23 @@ def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size
     if not result.agrees:
         raise ServingError(f"{target}: {result.summary()} ({run_dir})")
     click.echo(result.summary())
+
+
+@main.command()
+@click.argument("export", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="The card's facts as JSON.")
+@one_line_errors
+def card(export, as_json):
+    """Print the model card of an export: a version folder (models/mnist/3), or a model base
+    path (models/mnist: its newest version)."""
+    from job.export.model_card import read_card
+    from job.export.versions import existing_versions
+
+    versions = existing_versions(export)
+    folder = export / str(versions[-1]) if versions else export
+    try:
+        click.echo(read_card(folder, as_json), nl=False)
+    except FileNotFoundError as exc:
+        raise ServingError(f"{folder}: no model card ({Path(exc.filename).name} missing)") from None
+    except (OSError, ValueError) as exc:
+        raise ServingError(f"{folder}: cannot read the model card ({exc})") from None

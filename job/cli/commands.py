@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from job.cli.errors import expected_errors
-from job.cli.options import data_options, export_dir_option, export_version_option, gate_options
+from job.cli.options import (
+    cache_dir_option,
+    data_options,
+    export_dir_option,
+    export_version_option,
+    gate_options,
+)
 
 
 @click.command("data")
@@ -37,9 +43,13 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None
 @export_dir_option
 @export_version_option
 @gate_options
+@cache_dir_option
 @expected_errors
-def export(run_dir, export_dir, export_version, min_test_accuracy, gate, gate_tolerance) -> None:
-    """Export a finished run's model.keras as a SavedModel for TensorFlow Serving.
+def export(
+    run_dir, export_dir, export_version, min_test_accuracy, gate, gate_tolerance, cache_dir
+) -> None:
+    """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
+    model card (limits measured on the cached MNIST test set).
 
     The quality gate applies as in train: the run's test accuracy against
     --min-test-accuracy and the newest exported version (--no-gate to skip both).
@@ -61,8 +71,23 @@ def export(run_dir, export_dir, export_version, min_test_accuracy, gate, gate_to
         )
         quality_gate.refuse_unblessed(blessing, export_dir)
     run_info = {k: report[k] for k in ("config", "data", "model", "test")} if report else None
-    path = export_for_serving(model, export_dir, export_version, run_info)
+    card = run_model_card(model, report, cache_dir) if report else None
+    path = export_for_serving(model, export_dir, export_version, run_info, card)
     click.echo(str(path))
+
+
+def run_model_card(model, report: dict, cache_dir: Path) -> dict:
+    """The model card of a finished run; its limits where verified MNIST is cached."""
+    from job.data import load_mnist
+    from job.errors import JobError
+    from job.export import model_card
+
+    try:
+        arrays = load_mnist(None, cache_dir, allow_network=False).arrays
+    except JobError:
+        return model_card.build_card(report, None, f"no verified MNIST in {cache_dir}")
+    limits = model_card.measure_limits(model, arrays.x_test, arrays.y_test)
+    return model_card.build_card(report, limits)
 
 
 @click.command()
@@ -76,16 +101,44 @@ def export(run_dir, export_dir, export_version, min_test_accuracy, gate, gate_to
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["table", "markdown", "csv", "json"]),
+    type=click.Choice(["table", "markdown", "csv", "json", "html"]),
     default="table",
     show_default=True,
+    help="html: a self-contained sweep page with the spread per group as a plot; markdown: "
+    "the same as text, for GitHub job summaries and pull requests.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write to this file (atomically) instead of printing.",
 )
 @expected_errors
-def report(paths: tuple[Path, ...], group_by: str | None, output_format: str):
+def report(
+    paths: tuple[Path, ...],
+    group_by: str | None,
+    output_format: str,
+    output: Path | None,
+):
     """Print metrics reports (files or run directories), one row per run or per group."""
+    from job.files import write_atomic
     from job.report import format_table, read_report, reports_table, summarize_groups
 
-    table = reports_table([read_report(p) for p in paths])
-    if group_by:
-        table = summarize_groups(table, [c.strip() for c in group_by.split(",") if c.strip()])
-    click.echo(format_table(table, output_format))
+    runs = reports_table([read_report(p) for p in paths])
+    columns = [c.strip() for c in (group_by or "").split(",") if c.strip()]
+    groups = summarize_groups(runs, columns) if group_by else None
+    if output_format == "html":
+        from job import pages, plots
+
+        spread = plots.figure_png(plots.spread_figure(runs, columns or ["recipe"]))
+        text = pages.sweep_page(runs, groups, columns, spread)
+    elif output_format == "markdown":
+        from job import pages
+
+        text = pages.sweep_markdown(runs, groups, columns or ["recipe"])
+    else:
+        text = format_table(runs if groups is None else groups, output_format)
+    if output is None:
+        click.echo(text)
+    else:
+        write_atomic(output, lambda f: f.write((text + "\n").encode()))
+        click.echo(str(output))

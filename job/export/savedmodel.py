@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from job.errors import JobError, OutputError
 from job.export import contract as c
+from job.export.model_card import write_card
 from job.export.signatures import build_archive
 from job.export.versions import (
     check_version_free,
@@ -53,9 +54,14 @@ def write_warmup_requests(path: Path, num_records: int = 4) -> None:
 
 
 def export_for_serving(
-    model: keras.Model, export_dir: Path, version: int | None = None, run_info: dict | None = None
+    model: keras.Model,
+    export_dir: Path,
+    version: int | None = None,
+    run_info: dict | None = None,
+    model_card: dict | None = None,
 ) -> Path:
-    """Write ``<export_dir>/<version>/``: SavedModel, warm-up requests and the run's record.
+    """Write ``<export_dir>/<version>/``: SavedModel, warm-up requests, the run's record and
+    the model card (``model_card.build_card``), when given.
 
     The model is written to a hidden temporary sibling (TF Serving only loads folders whose
     names are numbers) and renamed into place in one step, so a server polling
@@ -80,6 +86,8 @@ def export_for_serving(
             write_warmup_requests(extra / c.WARMUP_FILE)
             if run_info is not None:
                 write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
+            if model_card is not None:
+                write_card(extra, model_card)
             os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
             final = rename_into_version(tmp, export_dir, version)
         except tf.errors.OpError as exc:  # SaveV2 reports a full disk as ResourceExhausted
