@@ -201,8 +201,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     if args.worker:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         result = (
             seed_worker(int(args.worker_args[0]))
             if args.worker == "seed"

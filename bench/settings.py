@@ -42,9 +42,11 @@ VARIANTS: dict[str, Variant] = {
         env={"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"}
     ),
     "one slice per batch (inter-op 1)": Variant(env={"TF_NUM_INTEROP_THREADS": "1"}),
+    "ops split over 2 threads (intra-op 2)": Variant(env={"TF_NUM_INTRAOP_THREADS": "2"}),
     "--steps-per-execution 1": Variant(options=["--steps-per-execution", "1"]),
     "--steps-per-execution 32": Variant(options=["--steps-per-execution", "32"]),
     "--steps-per-execution 64": Variant(options=["--steps-per-execution", "64"]),
+    "--steps-per-execution 256": Variant(options=["--steps-per-execution", "256"]),
     "--jit (XLA)": Variant(options=["--jit"]),
     "oneDNN off": Variant(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
