@@ -67,11 +67,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="runs of each variant")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=list(VARIANTS),
+        help="comma-separated names of the variants to compare with 'as shipped' (default: all)",
+    )
     args = parser.parse_args()
-    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    if unknown := set(args.variants) - set(VARIANTS):
+        parser.error(f"--variants: {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
+    variants = {name: VARIANTS[name] for name in ["as shipped", *args.variants]}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for i, (name, variant) in enumerate(VARIANTS.items()):
+            for i, (name, variant) in enumerate(variants.items()):
                 out = Path(tmp) / f"{round_}-{i}"
                 seconds[name].append(run(variant, args.epochs, out))
     base = statistics.median(seconds["as shipped"])
