@@ -107,7 +107,10 @@ def main() -> None:
     step_us = (time.perf_counter() - start) / (20 * chunk) * 1e6
     adam = "Keras' Adam update" if args.keras_adam else "fused Adam kernel"
     onednn = {True: "on", False: "off", None: "unknown"}[onednn_enabled()]
-    print(f"batch {batch}, {shards} slices, {adam}, oneDNN {onednn}: {step_us:.0f} µs per step")
+    print(
+        f"batch {batch}, {shards} slices, {adam}, oneDNN {onednn}: "
+        f"{step_us:.0f} µs per step (wall, untraced)"
+    )
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         chunks(args.chunks)
