@@ -2,7 +2,8 @@
 
 TensorFlow turns its oneDNN kernels on by itself only on x86 CPUs with AVX-512 VNNI or
 BF16, AVX-VNNI or AMX; on the others (AVX2 CPUs such as AMD Zen 2 and 3) its Eigen kernels
-train this model about half as fast (docs/performance.md). Nothing here imports TensorFlow.
+make this model's epochs over twice as long (docs/performance.md). Nothing here imports
+TensorFlow.
 """
 
 from __future__ import annotations
