@@ -32,9 +32,11 @@ DATA = (
 
 
 def seed_worker(epochs: int) -> dict:
-    """The notebook's cells, as written: float64 arrays, model.fit at batch 32."""
+    """The notebook's cells, as written: float64 arrays, model.fit at batch 32, and
+    TensorFlow's own oneDNN choice (the job's default is not applied here)."""
     import numpy as np
 
+    from job.cpu import onednn_enabled
     from job.data import read_npz
     from job.model import get_model
 
@@ -58,7 +60,12 @@ def seed_worker(epochs: int) -> dict:
     model.fit(train_images, arrays.y_train, epochs=epochs, verbose=0, callbacks=[Timer()])
     _, accuracy = model.evaluate(test_images, arrays.y_test, verbose=0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"epoch_seconds": seconds, "test_accuracy": float(accuracy), "peak_rss_mb": peak_mb}
+    return {
+        "epoch_seconds": seconds,
+        "test_accuracy": float(accuracy),
+        "peak_rss_mb": peak_mb,
+        "onednn": onednn_enabled(),
+    }
 
 
 def job_worker(args: list[str]) -> dict:
@@ -85,6 +92,7 @@ def job_worker(args: list[str]) -> dict:
             "test_accuracy": report["test"]["accuracy"],
             "epochs_run": len(report["training"]["history"]),
             "train_examples": report["data"]["train_examples"],
+            "onednn": report["environment"]["onednn"],
             # the worker's only child is the job, so this is the job's own peak
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         }
@@ -149,20 +157,30 @@ def steady_epochs(seconds: list[float]) -> list[float]:
 
 
 def machine() -> str:
+    """The lines that say where the figures came from: cores, CPU model, vector features."""
     import tensorflow as tf
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    from job.cpu import cpu_description
+
+    cpu = cpu_description()
+    features = cpu["vector_features"]
+    kind = "AVX-512" if any(f.startswith("avx512") for f in features) else "no AVX-512"
+    kind += ", AMX" if any(f.startswith("amx") for f in features) else ", no AMX"
     return (
-        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}"
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}\n"
+        f"cpu: {cpu['model']} ({kind}): {' '.join(features) or 'no vector features listed'}"
     )
+
+
+def onednn_line(runs: dict[str, list[dict]]) -> str:
+    def state(results: list[dict]) -> str:
+        values = {r["onednn"] for r in results}
+        return "/".join({True: "on", False: "off", None: "unknown"}[v] for v in values)
+
+    given = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    why = f"TF_ENABLE_ONEDNN_OPTS={given} here" if given else "TensorFlow's own choice"
+    return f"oneDNN: notebook {state(runs['seed'])} ({why}), job {state(runs['job'])}"
 
 
 def main() -> None:
@@ -183,8 +201,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     if args.worker:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         result = (
             seed_worker(int(args.worker_args[0]))
             if args.worker == "seed"
@@ -197,7 +215,7 @@ def main() -> None:
     repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
     if args.quick:
         args.fast_runs = 1
-    print(f"machine: {machine()}")
+    print(machine())
     print(f"training: {repeats} alternating runs of each path, {epochs} epochs, batch 32\n")
 
     runs: dict[str, list[dict]] = {"seed": [], "job": []}
@@ -213,6 +231,7 @@ def main() -> None:
             "peak MB": max(r["peak_rss_mb"] for r in results),
             "test acc": statistics.mean(r["test_accuracy"] for r in results),
         }
+    print(onednn_line(runs))
     header = f"{'path':<34}{'s/epoch':>9}{'examples/s':>12}{'peak MB':>9}{'test acc':>10}"
     print(header)
     labels = {"seed": "(a) seed notebook (float64, fit)", "job": "(b) job, default recipe"}

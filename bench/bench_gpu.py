@@ -77,6 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training run")
     args = parser.parse_args()
+    from job.cpu import enable_onednn_by_default
+
+    enable_onednn_by_default()  # as the job's CLI does, before TensorFlow loads
     gpu_or_exit()
     rows, export = [], None
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,6 +65,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from job.cpu import enable_onednn_by_default, onednn_enabled
+
+    enable_onednn_by_default()  # as the job's CLI does, before TensorFlow loads
     import keras
     import tensorflow as tf
 
@@ -103,7 +106,11 @@ def main() -> None:
     chunks(20)
     step_us = (time.perf_counter() - start) / (20 * chunk) * 1e6
     adam = "Keras' Adam update" if args.keras_adam else "fused Adam kernel"
-    print(f"batch {batch}, {shards} slices, {adam}: {step_us:.0f} µs per step (wall, untraced)")
+    onednn = {True: "on", False: "off", None: "unknown"}[onednn_enabled()]
+    print(
+        f"batch {batch}, {shards} slices, {adam}, oneDNN {onednn}: "
+        f"{step_us:.0f} µs per step (wall, untraced)"
+    )
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         chunks(args.chunks)

@@ -42,9 +42,11 @@ VARIANTS: dict[str, Variant] = {
         env={"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"}
     ),
     "one slice per batch (inter-op 1)": Variant(env={"TF_NUM_INTEROP_THREADS": "1"}),
+    "ops split over 2 threads (intra-op 2)": Variant(env={"TF_NUM_INTRAOP_THREADS": "2"}),
     "--steps-per-execution 1": Variant(options=["--steps-per-execution", "1"]),
     "--steps-per-execution 32": Variant(options=["--steps-per-execution", "32"]),
     "--steps-per-execution 64": Variant(options=["--steps-per-execution", "64"]),
+    "--steps-per-execution 256": Variant(options=["--steps-per-execution", "256"]),
     "--jit (XLA)": Variant(options=["--jit"]),
     "oneDNN off": Variant(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
@@ -65,11 +67,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="runs of each variant")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=list(VARIANTS),
+        help="comma-separated names of the variants to compare with 'as shipped' (default: all)",
+    )
     args = parser.parse_args()
-    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    if unknown := set(args.variants) - set(VARIANTS):
+        parser.error(f"--variants: {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
+    variants = {name: VARIANTS[name] for name in ["as shipped", *args.variants]}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for i, (name, variant) in enumerate(VARIANTS.items()):
+            for i, (name, variant) in enumerate(variants.items()):
                 out = Path(tmp) / f"{round_}-{i}"
                 seconds[name].append(run(variant, args.epochs, out))
     base = statistics.median(seconds["as shipped"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from job.cpu import cpu_description, onednn_enabled
 from job.errors import JobError
 from job.files import write_json_atomic
 
@@ -34,6 +35,8 @@ def environment(device_info: dict) -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": numpy.__version__,
+        "cpu": cpu_description(),
+        "onednn": onednn_enabled(),
         "device": device_info,
     }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from job.cli.options import cache_dir_option, option_group
+from job.cpu import enable_onednn_by_default
 from job.export import contract as c
 from serving.client import ServingError
 
@@ -63,6 +64,7 @@ def pick_server(rest: str | None, grpc_target: str | None, rest_call, grpc_call)
 def main() -> None:
     """Query the MNIST model on TensorFlow Serving (REST or gRPC)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    enable_onednn_by_default()  # before any command imports TensorFlow
 
 
 @main.command()

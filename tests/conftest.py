@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from job.cpu import enable_onednn_by_default
+
 REPO = Path(__file__).resolve().parents[1]
 # The cache make fills and the CLIs read by default.
 DEFAULT_CACHE = Path.home() / ".cache" / "mnist-job"
 DATA_DIR = Path(os.environ.setdefault("MNIST_JOB_CACHE_DIR", str(DEFAULT_CACHE)))
+# Tests that train in this process run TensorFlow's kernels as the job's CLI picks them.
+enable_onednn_by_default()
 
 
 def make_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from job import plots
 from job.cli import main
+from job.cpu import ONEDNN_VARIABLE, X86_64
 from job.errors import EXIT_PREEMPTED
 from tests.conftest import REPO, read_scalars
 
@@ -122,6 +124,9 @@ def test_deterministic_runs_are_bit_identical(tmp_path, mnist_path):
     for first, second in zip(*weights, strict=True):
         np.testing.assert_array_equal(first, second)
     assert reports[0]["test"] == reports[1]["test"]
+    # with oneDNN on, the job's default on x86-64 (unless the one running the tests chose)
+    if platform.machine().lower() in X86_64 and os.environ[ONEDNN_VARIABLE] == "1":
+        assert reports[0]["environment"]["onednn"] is True
     strip = [
         [{k: v for k, v in e.items() if k != "seconds"} for e in r["training"]["history"]]
         for r in reports

@@ -20,6 +20,7 @@ import click
 
 from job.cli.errors import expected_errors
 from job.cli.options import DEFAULT_CACHE_DIR
+from job.cpu import enable_onednn_by_default
 
 __all__ = ["DEFAULT_CACHE_DIR", "expected_errors", "main"]
 
@@ -41,6 +42,7 @@ def setup_logging(verbose: bool) -> None:
 def main(verbose: bool) -> None:
     """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
     setup_logging(verbose)
+    enable_onednn_by_default()  # before any command imports TensorFlow
 
 
 def _register() -> None:
