@@ -22,12 +22,18 @@ class ServingError(Exception):
 
 
 def _choose_input(pixels: np.ndarray | None, image_bytes: list[bytes] | None):
-    """Exactly one kind of input, within the batch limit -> (signature, input name, values)."""
+    """Exactly one kind of input, within the batch limit and in its signature's dtype (the
+    server casts nothing) -> (signature, input name, values)."""
+    from serving.inputs import check_pixels
+
     if (pixels is None) == (image_bytes is None):
         raise ServingError("give exactly one of pixels or image_bytes")
     if pixels is not None:
+        pixels = check_pixels(pixels, "pixels")  # uint8, or one line saying why not
         check_batch(len(pixels))
         return c.SIGNATURE_PIXELS, c.INPUT_PIXELS, pixels
+    if isinstance(image_bytes, bytes | str) or not all(isinstance(b, bytes) for b in image_bytes):
+        raise ServingError("image_bytes: expected a list of encoded images as bytes")
     check_batch(len(image_bytes))
     return c.SIGNATURE_IMAGE_BYTES, c.INPUT_IMAGE_BYTES, image_bytes
 
