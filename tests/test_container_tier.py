@@ -2,11 +2,12 @@
 
 Builds the job image and trains one short run in it through `make train RUNTIME=docker`,
 then builds the serving image with that export, starts it, and queries it with the
-clients over REST and gRPC and with `serving verify`. The serving image is built on the
-real tensorflow/serving image when the engine has it, otherwise on the tests-only stand-in
-base (tests/serving_image). Containers run without a network of their own (the MNIST
-cache is filled on the host first); the serving container shares the host's, on ports
-8500 and 8501. Everything started is removed, also when a step fails.
+clients over REST and gRPC and with `serving verify`, with batching on as `make serve
+BATCHING=1` runs it. The serving image is built on the real tensorflow/serving image when
+the engine has it, otherwise on the tests-only stand-in base (tests/serving_image).
+Containers run without a network of their own (the MNIST cache is filled on the host
+first); the serving container shares the host's, on ports 8500 and 8501. Everything
+started is removed, also when a step fails.
 """
 
 from __future__ import annotations
@@ -88,9 +89,19 @@ def test_the_job_image_holds_no_development_package_and_a_small_layer():
     assert layers_mb < MAX_JOB_LAYERS_MB
 
 
+def batching_flags() -> list[str]:
+    """What `make serve BATCHING=1` appends to docker run, so the tier serves as it does."""
+    dry = run("make", "--no-print-directory", "-n", "serve", "BATCHING=1",
+              f"SERVING_IMAGE={SERVING_IMAGE}").stdout  # fmt: skip
+    (command,) = [line for line in dry.splitlines() if line.startswith("docker run")]
+    flags = command.split(f" {SERVING_IMAGE} ", 1)[1].split()
+    assert "--enable_batching=true" in flags
+    return flags
+
+
 @pytest.fixture(scope="module")
 def served(trained):
-    """The serving image with the run's export, running on the host's network."""
+    """The serving image with the run's export and batching on, on the host's network."""
     base = "tensorflow/serving"
     if not image_exists(f"{base}:{TF_VERSION}"):
         run("make", "--no-print-directory", "serving-standin-image")
@@ -100,7 +111,8 @@ def served(trained):
         f"SERVING_BASE={base}", f"SERVING_IMAGE={SERVING_IMAGE}",
     )  # fmt: skip
     subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
-    run("docker", "run", "-d", "--name", CONTAINER, "--network=host", SERVING_IMAGE)
+    run("docker", "run", "-d", "--name", CONTAINER, "--network=host", SERVING_IMAGE,
+        *batching_flags())  # fmt: skip
     rest = f"http://127.0.0.1:{c.REST_PORT}"
     try:
         deadline = time.monotonic() + 180
@@ -126,6 +138,13 @@ def test_the_serving_image_answers_the_clients_over_rest_and_grpc(served, mnist)
     assert (rest[c.OUTPUT_DIGIT] == mnist.y_test[:32]).mean() > 0.8
     user = run("docker", "exec", CONTAINER, "id", "-u").stdout.strip()
     assert user == "10001"  # Dockerfile.serving's non-root user
+
+
+def test_the_container_answers_a_full_contract_batch_with_batching_on(served, mnist):
+    images = mnist.x_test[: c.MAX_BATCH]
+    rest = client.predict_rest(served["rest"], pixels=images, timeout=120)
+    grpc_out = client.predict_grpc(served["grpc"], pixels=images, timeout=120)
+    assert rest[c.OUTPUT_DIGIT].shape == grpc_out[c.OUTPUT_DIGIT].shape == (c.MAX_BATCH,)
 
 
 def test_serving_verify_passes_against_the_container(served, trained):
