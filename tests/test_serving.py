@@ -483,27 +483,34 @@ def test_every_version_is_listed_newest_first_under_all(two_versions):
 
 
 @standin_only
-def test_version_labels_name_loaded_versions(two_versions, mnist):
+def test_version_labels_need_the_flag_at_startup_and_name_versions(two_versions, mnist):
     from tests.tf_serving_standin import StartupError
 
     config = project_models_config(two_versions)
     model = config.model_config_list.config[0]
     model.model_version_policy.specific.versions.append(1)
     model.version_labels["stable"] = 1
-    with StandIn(config) as standin:
+    # Labels are set before the first versions load: without the flag, no start.
+    with pytest.raises(StartupError, match="assign label to version 1 of model mnist"):
+        StandIn(config)
+    model.version_labels["canary"] = 2  # never loaded: allowed, but answers NOT_FOUND
+    with StandIn(config, allow_version_labels_for_unavailable_models=True) as standin:
         url = f"{standin.rest_url}/v1/models/mnist/labels/stable:predict"
         reply = requests.post(url, json={"instances": mnist.x_test[:1].tolist()}, timeout=10)
         assert reply.status_code == 200
         code, response = grpc_predict(standin.grpc_target, mnist.x_test[:1], label="stable")
         assert code.name == "OK" and response.model_spec.version.value == 1
-        nope = url.replace("stable", "nope")
-        reply = requests.post(nope, json={"instances": mnist.x_test[:1].tolist()}, timeout=10)
-        assert reply.status_code == 400
-        assert reply.json() == {"error": "Unrecognized servable version label: nope"}
+        for label, status, error in (
+            ("nope", 400, "Unrecognized servable version label: nope"),
+            ("canary", 404, "Servable not found for request: Specific(mnist, 2)"),
+        ):
+            reply = requests.post(
+                url.replace("stable", label),
+                json={"instances": mnist.x_test[:1].tolist()},
+                timeout=10,
+            )
+            assert (reply.status_code, reply.json()) == (status, {"error": error})
         assert versions(client.model_status_rest(standin.rest_url)) == ["1"]
-    model.version_labels["canary"] = 2  # not loaded: the real server does not start
-    with pytest.raises(StartupError, match="assign label to version 2 of model mnist"):
-        StandIn(config)
 
 
 @standin_only

@@ -190,6 +190,17 @@ class Models:
         self.labels: dict[str, dict[str, int]] = {}
         self.lock = threading.Lock()
         for model in config.model_config_list.config:
+            # server_core.cc, ReloadConfig: the first config's labels are set
+            # (UpdateModelVersionLabelMap) before any version loads, and a label may only name
+            # an available version unless --allow_version_labels_for_unavailable_models: so
+            # without that flag a config with labels does not start (tensorflow/serving#1608).
+            if model.version_labels and not allow_labels_for_unavailable:
+                _, version = min(model.version_labels.items())
+                raise StartupError(
+                    f"FAILED_PRECONDITION: Request to assign label to version {version} "
+                    f"of model {model.name}, which is not currently available for inference"
+                )
+            self.labels[model.name] = dict(model.version_labels)
             base = Path(model.base_path)
             # file_system_storage_path_source.cc: only all-digit folder names are versions.
             on_disk = (
@@ -198,15 +209,6 @@ class Models:
             self.versions[model.name] = {
                 v: Servable(base / str(v)) for v in versions_to_serve(model, on_disk)
             }
-            for version in model.version_labels.values():
-                # server_core.cc, UpdateModelVersionLabelMap: a label names a loaded version
-                # unless --allow_version_labels_for_unavailable_models; else no start.
-                if version not in self.versions[model.name] and not allow_labels_for_unavailable:
-                    raise StartupError(
-                        f"FAILED_PRECONDITION: Request to assign label to version {version} "
-                        f"of model {model.name}, which is not currently available for inference"
-                    )
-            self.labels[model.name] = dict(model.version_labels)
 
     def resolve(self, name: str, version: int | None, label: str | None) -> tuple[int, Servable]:
         """The servable a ModelSpec names (server_core.cc ServableRequestFromModelSpec and
