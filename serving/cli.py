@@ -30,12 +30,24 @@ def one_line_errors(command):
     return wrapper
 
 
+rest_option = click.option(
+    "--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"
+)
+grpc_option = click.option(
+    "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
+)
+model_option = click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name.")
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds before a request is given up.",
+)
 server_options = option_group(
-    click.option("--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"),
-    click.option(
-        "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
-    ),
-    click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name."),
+    rest_option,
+    grpc_option,
+    model_option,
     click.option(
         "--version",
         "model_version",
@@ -43,13 +55,17 @@ server_options = option_group(
         help="Model version.  [default: the newest the server has]",
     ),
     click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        default=10.0,
-        show_default=True,
-        help="Seconds before a request is given up.",
+        "--label", help="Version label instead of a number, e.g. stable or canary (version_labels)."
     ),
+    timeout_option,
 )
+
+
+def version_choice(model_version: int | None, label: str | None):
+    """--version or --label, as the clients take it (a number or a label)."""
+    if model_version is not None and label:
+        raise click.UsageError("give --version or --label, not both")
+    return label or model_version
 
 
 def pick_server(rest: str | None, grpc_target: str | None, rest_call, grpc_call):
@@ -83,7 +99,17 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
 def predict(
-    rest, grpc_target, model, model_version, timeout, files, mnist_range, cache_dir, invert, as_json
+    rest,
+    grpc_target,
+    model,
+    model_version,
+    label,
+    timeout,
+    files,
+    mnist_range,
+    cache_dir,
+    invert,
+    as_json,
 ):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
@@ -92,6 +118,7 @@ def predict(
     from serving import client, inputs
 
     call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
+    version = version_choice(model_version, label)
     names, truths, pixel_sets, encoded = [], [], [], []
     for path in files:
         if not path.exists():
@@ -123,9 +150,7 @@ def predict(
         batches.append({"image_bytes": [raw for _, raw in encoded]})
     if pixel_sets:
         batches.append({"pixels": np.concatenate(pixel_sets)})
-    results = [
-        call(target, model, version=model_version, timeout=timeout, **batch) for batch in batches
-    ]
+    results = [call(target, model, version=version, timeout=timeout, **batch) for batch in batches]
     probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
     digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
     rows = [
@@ -161,27 +186,29 @@ def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
 @main.command()
 @server_options
 @one_line_errors
-def status(rest, grpc_target, model, model_version, timeout):
+def status(rest, grpc_target, model, model_version, label, timeout):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     from serving import client
 
     call, target = pick_server(
         rest, grpc_target, client.model_status_rest, client.model_status_grpc
     )
-    click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
+    version = version_choice(model_version, label)
+    click.echo(json.dumps(call(target, model, version, timeout), indent=2))
 
 
 @main.command()
 @server_options
 @one_line_errors
-def metadata(rest, grpc_target, model, model_version, timeout):
+def metadata(rest, grpc_target, model, model_version, label, timeout):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     from serving import client
 
     call, target = pick_server(
         rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
     )
-    click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
+    version = version_choice(model_version, label)
+    click.echo(json.dumps(call(target, model, version, timeout), indent=2))
 
 
 @main.command()
@@ -202,9 +229,17 @@ def metadata(rest, grpc_target, model, model_version, timeout):
 )
 @cache_dir_option
 @one_line_errors
-def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size, cache_dir):
+def verify(rest, grpc_target, model, model_version, label, timeout, run_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
     test set against the run's report. Exit 0 only when they agree."""
+    version = version_choice(model_version, label)
+    click.echo(
+        check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_size, cache_dir)
+    )
+
+
+def check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_size, cache_dir):
+    """serving verify's check -> its one-line summary; ServingError when they disagree."""
     from job.errors import JobError
     from job.report import read_report
     from serving import client
@@ -220,8 +255,8 @@ def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size
     )
     images, labels = load_mnist_test(cache_dir)
     result = check(
-        lambda pixels: call(target, model, version=model_version, timeout=timeout, pixels=pixels),
-        meta_call(target, model, model_version, timeout),
+        lambda pixels: call(target, model, version=version, timeout=timeout, pixels=pixels),
+        meta_call(target, model, version, timeout),
         images,
         labels,
         reported,
@@ -229,4 +264,128 @@ def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size
     )
     if not result.agrees:
         raise ServingError(f"{target}: {result.summary()} ({run_dir})")
-    click.echo(result.summary())
+    return result.summary()
+
+
+@main.group()
+def rollout() -> None:
+    """Staged rollouts with version labels: start, canary, promote, rollback.
+
+    Each step rewrites the model config file the server polls
+    (--model_config_file_poll_wait_seconds) and waits until the server serves it."""
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The model config file the server reads (--model_config_file).",
+)
+wait_option = click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the server to serve each change.",
+)
+rollout_options = option_group(
+    config_option, rest_option, grpc_option, model_option, timeout_option, wait_option
+)
+
+
+def served_label(rest, grpc_target, model, label, timeout):
+    """A function that asks the server which version ``label`` names now."""
+    from serving import client
+
+    call, target = pick_server(
+        rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
+    )
+    return lambda: int(call(target, model, label, timeout)["model_spec"]["version"])
+
+
+@rollout.command("start")
+@config_option
+@model_option
+@click.option(
+    "--base-path",
+    default=f"/models/{c.MODEL_NAME}",
+    show_default=True,
+    help="The model base path as the server sees it.",
+)
+@click.argument("version", type=click.IntRange(min=1))
+@one_line_errors
+def rollout_start(config_path, model, base_path, version):
+    """Write a first config that serves VERSION as stable (before starting the server)."""
+    from serving import rollout as r
+
+    r.start_config(config_path, model, base_path, version)
+    click.echo(f"{config_path}: {model} version {version} is {r.STABLE}")
+
+
+@rollout.command("canary")
+@rollout_options
+@click.argument("version", type=click.IntRange(min=1))
+@one_line_errors
+def rollout_canary(config_path, rest, grpc_target, model, timeout, wait, version):
+    """Load VERSION (an export that passed the quality gate) beside stable, then label it
+    canary once the server has it."""
+    from serving import client
+    from serving import rollout as r
+
+    labels = r.labels_of(config_path, model, r.STABLE)
+    status, target = pick_server(
+        rest, grpc_target, client.model_status_rest, client.model_status_grpc
+    )
+    r.serve(config_path, model, labels, extra=version)
+
+    def available():
+        (entry,) = status(target, model, version, timeout)["model_version_status"]
+        return version if entry["state"] == "AVAILABLE" else None
+
+    r.wait_for(available, version, f"{model} version {version}", wait)
+    r.serve(config_path, model, {**labels, r.CANARY: version})
+    canary = served_label(rest, grpc_target, model, r.CANARY, timeout)
+    r.wait_for(canary, version, f"label {r.CANARY}", wait)
+    click.echo(f"{target}: {model} version {version} is {r.CANARY}")
+
+
+@rollout.command("promote")
+@rollout_options
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The run that made the canary (its metrics.json).",
+)
+@cache_dir_option
+@one_line_errors
+def rollout_promote(config_path, rest, grpc_target, model, timeout, wait, run_dir, cache_dir):
+    """Make canary stable once serving verify --label canary agrees with its run's report;
+    the old stable becomes previous."""
+    from serving import rollout as r
+
+    labels = r.labels_of(config_path, model, r.CANARY)
+    summary = check_deployment(rest, grpc_target, model, r.CANARY, timeout, run_dir, 256, cache_dir)
+    new = {r.STABLE: labels[r.CANARY], r.CANARY: labels[r.CANARY]}
+    if labels.get(r.STABLE, new[r.STABLE]) != new[r.STABLE]:
+        new[r.PREVIOUS] = labels[r.STABLE]
+    r.serve(config_path, model, new)
+    stable = served_label(rest, grpc_target, model, r.STABLE, timeout)
+    r.wait_for(stable, new[r.STABLE], f"label {r.STABLE}", wait)
+    click.echo(f"{model} version {new[r.STABLE]} is {r.STABLE}: {summary}")
+
+
+@rollout.command("rollback")
+@rollout_options
+@one_line_errors
+def rollout_rollback(config_path, rest, grpc_target, model, timeout, wait):
+    """Put the previous stable back as stable and unload the version it replaced."""
+    from serving import rollout as r
+
+    labels = r.labels_of(config_path, model, r.PREVIOUS)
+    r.serve(config_path, model, {r.STABLE: labels[r.PREVIOUS]})
+    stable = served_label(rest, grpc_target, model, r.STABLE, timeout)
+    r.wait_for(stable, labels[r.PREVIOUS], f"label {r.STABLE}", wait)
+    click.echo(f"{model} version {labels[r.PREVIOUS]} is {r.STABLE} again")

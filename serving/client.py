@@ -48,8 +48,15 @@ def check_batch(count: int) -> None:
 # --------------------------------------------------------------------------- REST
 
 
-def _model_url(base_url: str, model: str, version: int | None) -> str:
+# A version choice, as TF Serving's ModelSpec has it: a version number, a version label
+# ("stable", "canary"), or None for the newest version the server has.
+Version = int | str | None
+
+
+def _model_url(base_url: str, model: str, version: Version) -> str:
     url = f"{base_url.rstrip('/')}/v1/models/{model}"
+    if isinstance(version, str):
+        return f"{url}/labels/{version}"
     return f"{url}/versions/{version}" if version is not None else url
 
 
@@ -93,7 +100,7 @@ def predict_rest(
     *,
     pixels: np.ndarray | None = None,
     image_bytes: list[bytes] | None = None,
-    version: int | None = None,
+    version: Version = None,
     timeout: float = 10.0,
 ) -> dict[str, np.ndarray]:
     """Classify uint8 pixels [N, 28, 28] or encoded images over REST (row format).
@@ -119,14 +126,14 @@ def predict_rest(
 
 
 def model_status_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     """GET /v1/models/<model>[/versions/<v>]: the versions and their states."""
     return _rest_call("GET", _model_url(base_url, model, version), timeout)
 
 
 def model_metadata_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     """GET .../metadata: the signatures, with their input and output names."""
     return _rest_call("GET", _model_url(base_url, model, version) + "/metadata", timeout)
@@ -161,13 +168,15 @@ def _grpc_call(hostport: str, method, request, timeout: float):
         raise ServingError(f"{hostport}: {code.name}: {one_line(err.details())}") from None
 
 
-def _model_spec(model: str, version: int | None, signature: str | None = None):
+def _model_spec(model: str, version: Version, signature: str | None = None):
     from tensorflow_serving.apis import model_pb2
 
     spec = model_pb2.ModelSpec(name=model)
     if signature:
         spec.signature_name = signature
-    if version is not None:
+    if isinstance(version, str):
+        spec.version_label = version
+    elif version is not None:
         spec.version.value = version
     return spec
 
@@ -178,7 +187,7 @@ def predict_grpc(
     *,
     pixels: np.ndarray | None = None,
     image_bytes: list[bytes] | None = None,
-    version: int | None = None,
+    version: Version = None,
     timeout: float = 10.0,
 ) -> dict[str, np.ndarray]:
     """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST."""
@@ -204,7 +213,7 @@ def predict_grpc(
 
 
 def model_status_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     from tensorflow_serving.apis import get_model_status_pb2
 
@@ -216,7 +225,7 @@ def model_status_grpc(
 
 
 def model_metadata_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     """GetModelMetadata with the signature_def field; returns the SignatureDefMap as a dict."""
     from tensorflow_serving.apis import get_model_metadata_pb2

@@ -580,3 +580,53 @@ def test_the_server_takes_flags_only_as_flag_equals_value(trained_run, capsys):
     )
     assert standin.http is None and standin.models.max_batch == c.MAX_BATCH
     standin.stop()
+
+
+@standin_only
+def test_a_rollout_from_canary_to_stable_and_back(two_versions, trained_run, tmp_path, mnist):
+    from tests.tf_serving_standin import RequestError, from_flags
+
+    config = tmp_path / "rollout.config"
+
+    def rollout(*args):
+        result = CliRunner().invoke(main, ["rollout", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def labels():
+        from serving.rollout import read_config
+
+        return dict(read_config(config, c.MODEL_NAME)[1].version_labels)
+
+    rollout("start", "--config", str(config), "--base-path", str(two_versions), "1")
+    standin = from_flags(
+        [
+            f"--model_config_file={config}",
+            "--model_config_file_poll_wait_seconds=1",
+            "--allow_version_labels_for_unavailable_models=true",
+            "--port=0",
+            f"--rest_api_port={free_port()}",
+        ]
+    ).start()
+    try:
+        server = ["--config", str(config), "--grpc", standin.grpc_target, "--wait", "60"]
+        assert "version 2 is canary" in rollout("canary", *server, "2")
+        assert labels() == {"stable": 1, "canary": 2}
+        canary = client.predict_rest(standin.rest_url, pixels=mnist.x_test[:4], version="canary")
+        assert canary[c.OUTPUT_DIGIT].shape == (4,)
+        promoted = rollout("promote", *server, "--run", str(trained_run["run_dir"]))
+        assert "version 2 is stable: served accuracy" in promoted
+        assert labels() == {"stable": 2, "canary": 2, "previous": 1}
+        status = CliRunner().invoke(main, ["status", "--rest", standin.rest_url, "--label", "x"])
+        assert json.loads(status.output)["model_version_status"][0]["version"] == "2"
+        # A label moves only to a loaded version (server_core.cc), even with the flag.
+        moved = project_models_config(two_versions)
+        moved.model_config_list.config[0].version_labels["stable"] = 3
+        with pytest.raises(RequestError, match="assign label to version 3"):
+            standin.models.reload(moved)
+        assert "version 1 is stable again" in rollout("rollback", *server)
+        assert labels() == {"stable": 1}
+        meta = client.model_metadata_grpc(standin.grpc_target, version="stable")
+        assert meta["model_spec"]["version"] == "1"
+    finally:
+        standin.stop()

@@ -186,29 +186,48 @@ class Models:
 
     def __init__(self, config, batching=None, allow_labels_for_unavailable: bool = False):
         self.max_batch = max_input_batch_size(batching)
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self.versions: dict[str, dict[int, Servable]] = {}
         self.labels: dict[str, dict[str, int]] = {}
         self.lock = threading.Lock()
+        try:
+            self.reload(config)
+        except RequestError as exc:
+            raise StartupError(f"{exc.code.name}: {exc}") from None
+
+    def reload(self, config) -> None:
+        """server_core.cc, ReloadConfig: the labels first (UpdateModelVersionLabelMap),
+        checked against the versions loaded so far, then the versions the policies name. A
+        label may only name an available version unless
+        --allow_version_labels_for_unavailable_models, and even then not move an existing
+        label to an unavailable one. So the first config's labels need that flag
+        (tensorflow/serving#1608), and a label moves to a new version only once it loads."""
+        labels = {}
         for model in config.model_config_list.config:
-            # server_core.cc, ReloadConfig: the first config's labels are set
-            # (UpdateModelVersionLabelMap) before any version loads, and a label may only name
-            # an available version unless --allow_version_labels_for_unavailable_models: so
-            # without that flag a config with labels does not start (tensorflow/serving#1608).
-            if model.version_labels and not allow_labels_for_unavailable:
-                _, version = min(model.version_labels.items())
-                raise StartupError(
-                    f"FAILED_PRECONDITION: Request to assign label to version {version} "
-                    f"of model {model.name}, which is not currently available for inference"
-                )
-            self.labels[model.name] = dict(model.version_labels)
-            base = Path(model.base_path)
+            loaded = self.versions.get(model.name, {})
+            for label, version in sorted(model.version_labels.items()):
+                existing = self.labels.get(model.name, {}).get(label)
+                allowed = self.allow_labels_for_unavailable and existing in (None, version)
+                if version not in loaded and not allowed:
+                    raise RequestError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model {model.name}, "
+                        "which is not currently available for inference",
+                    )
+            labels[model.name] = dict(model.version_labels)
+        self.labels = labels
+        versions = {}
+        for model in config.model_config_list.config:
+            base, current = Path(model.base_path), self.versions.get(model.name, {})
             # file_system_storage_path_source.cc: only all-digit folder names are versions.
             on_disk = (
                 [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
             )
-            self.versions[model.name] = {
-                v: Servable(base / str(v)) for v in versions_to_serve(model, on_disk)
+            versions[model.name] = {
+                v: current.get(v) or Servable(base / str(v))
+                for v in versions_to_serve(model, on_disk)
             }
+        self.versions = versions
 
     def resolve(self, name: str, version: int | None, label: str | None) -> tuple[int, Servable]:
         """The servable a ModelSpec names (server_core.cc ServableRequestFromModelSpec and
@@ -646,8 +665,12 @@ class StandIn:
         grpc_port: int = 0,
         batching=None,
         allow_version_labels_for_unavailable_models: bool = False,
+        config_file: Path | None = None,
+        poll_seconds: float = 0,
     ):
         self.models = Models(config, batching, allow_version_labels_for_unavailable_models)
+        self.config_file, self.poll_seconds = config_file, poll_seconds
+        self.stopping = threading.Event()
         self.http = None
         if rest_port is not None:
             self.http = ThreadingHTTPServer(
@@ -668,9 +691,25 @@ class StandIn:
         if self.http:
             threading.Thread(target=self.http.serve_forever, daemon=True).start()
         self.grpc.start()
+        if self.config_file and self.poll_seconds > 0:
+            threading.Thread(target=self.poll_config, daemon=True).start()
         return self
 
+    def poll_config(self) -> None:
+        """server.cc, PollFilesystemAndReloadConfig: every --model_config_file_poll_wait_seconds
+        the config file is read and applied; a file that does not parse, or a config that
+        ReloadConfig refuses, is logged and the server keeps what it has."""
+        while not self.stopping.wait(self.poll_seconds):
+            try:
+                text = Path(self.config_file).read_text()
+                self.models.reload(
+                    text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+                )
+            except (OSError, text_format.ParseError, RequestError) as exc:
+                print(f"stand-in: config reload failed: {exc}", file=sys.stderr, flush=True)
+
     def stop(self) -> None:
+        self.stopping.set()
         if self.http:
             self.http.shutdown()
             self.http.server_close()
@@ -696,6 +735,7 @@ FLAGS = {
     "enable_batching": False,
     "batching_parameters_file": "",
     "allow_version_labels_for_unavailable_models": False,
+    "model_config_file_poll_wait_seconds": 0,
 }
 
 
@@ -767,6 +807,8 @@ def from_flags(argv: list[str]) -> StandIn:
         allow_version_labels_for_unavailable_models=flags[
             "allow_version_labels_for_unavailable_models"
         ],
+        config_file=flags["model_config_file"] or None,
+        poll_seconds=flags["model_config_file_poll_wait_seconds"],
     )
 
 
