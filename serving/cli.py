@@ -16,6 +16,7 @@ from serving.client import ServingError
 
 EXIT_REQUEST_FAILED = 1
 EXIT_BAD_INPUT = 2
+MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
 
 
 def one_line_errors(command):
@@ -265,6 +266,115 @@ def check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_
     if not result.agrees:
         raise ServingError(f"{target}: {result.summary()} ({run_dir})")
     return result.summary()
+
+
+@main.command()
+@server_options
+@click.option("--requests", "max_requests", type=click.IntRange(min=1), help="Requests to send.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_LOAD_SECONDS),
+    help=f"Seconds to send for.  [default: until --requests are sent, at most {MAX_LOAD_SECONDS}]",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
+    help="Requests in flight at once.",
+)  # fmt: skip
+@click.option(
+    "--signature",
+    type=click.Choice([c.SIGNATURE_PIXELS, c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES]),
+    default=c.SIGNATURE_PIXELS,
+    show_default=True,
+    help="The signature to load (pixels as uint8 or float32, or PNG bytes).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=1, show_default=True,
+    help="Images per request.",
+)  # fmt: skip
+@click.option(
+    "--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+    show_default=True, help="json: one object for programs.",
+)  # fmt: skip
+@cache_dir_option
+@one_line_errors
+def load(
+    rest,
+    grpc_target,
+    model,
+    model_version,
+    label,
+    timeout,
+    max_requests,
+    duration,
+    concurrency,
+    signature,
+    batch_size,
+    output_format,
+    cache_dir,
+):
+    """Load test: send MNIST test images from CONCURRENCY workers until --requests are
+    sent or --duration has passed (one of them is needed), then print throughput, latency
+    percentiles and errors by code. Only the address given is sent to; --timeout is each
+    request's deadline."""
+    from serving import client
+    from serving.load import run_load
+
+    if max_requests is None and duration is None:
+        raise click.UsageError("give --requests N, --duration SECONDS, or both")
+    call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
+    version = version_choice(model_version, label)
+    images, _ = load_mnist_test(cache_dir)
+    pngs = encode_pngs(images[:256]) if signature == c.SIGNATURE_IMAGE_BYTES else None
+
+    def make_sender():
+        import grpc
+        import numpy as np
+        import requests
+
+        reuse = (
+            {"session": requests.Session()} if rest else {"channel": grpc.insecure_channel(target)}
+        )
+
+        def send(i: int) -> None:
+            rows = range(i * batch_size, (i + 1) * batch_size)
+            given = (
+                {"image_bytes": [pngs[r % len(pngs)] for r in rows]}
+                if pngs
+                else {"pixels": np.take(images, rows, axis=0, mode="wrap")}
+            )
+            call(target, model, version=version, timeout=timeout, signature=signature,
+                 **given, **reuse)  # fmt: skip
+
+        return send
+
+    def progress(so_far) -> None:
+        rate = len(so_far.latencies) / so_far.seconds if so_far.seconds else 0.0
+        errors = sum(so_far.errors.values())
+        click.echo(
+            f"\r{so_far.requests} requests, {errors} errors, {rate:.0f}/s ", nl=False, err=True
+        )
+
+    result = run_load(
+        make_sender, batch_size, concurrency, max_requests, duration or MAX_LOAD_SECONDS, progress
+    )
+    click.echo("", err=True)
+    if output_format == "json":
+        click.echo(json.dumps({"target": target, "signature": signature, **result.summary()}))
+    else:
+        click.echo(f"{target} {signature}\n{result.table()}")
+
+
+def encode_pngs(images) -> list[bytes]:
+    import io
+
+    from PIL import Image
+
+    encoded = []
+    for pixels in images:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
 
 
 @main.group()

@@ -15,15 +15,23 @@ from job.export import contract as c
 
 
 class ServingError(Exception):
-    """A failed request or an input that cannot be sent; the message is one line."""
+    """A failed request or an input that cannot be sent; the message is one line, and
+    ``code`` names the failure for counting: "HTTP 400", a gRPC code such as
+    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED" or "UNAVAILABLE" (both protocols), or "" for an
+    input refused before sending."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 # --------------------------------------------------------------------------- requests
 
 
-def _choose_input(pixels: np.ndarray | None, image_bytes: list[bytes] | None):
+def _choose_input(pixels, image_bytes, signature: str | None = None):
     """Exactly one kind of input, within the batch limit and in its signature's dtype (the
-    server casts nothing) -> (signature, input name, values)."""
+    server casts nothing) -> (signature, input name, values). Pixels go to serving_default
+    as uint8, or to predict_float as float32 when ``signature`` says so."""
     from serving.inputs import check_pixels
 
     if (pixels is None) == (image_bytes is None):
@@ -31,6 +39,8 @@ def _choose_input(pixels: np.ndarray | None, image_bytes: list[bytes] | None):
     if pixels is not None:
         pixels = check_pixels(pixels, "pixels")  # uint8, or one line saying why not
         check_batch(len(pixels))
+        if signature == c.SIGNATURE_PIXELS_FLOAT:
+            return signature, c.INPUT_PIXELS, pixels.astype(np.float32)
         return c.SIGNATURE_PIXELS, c.INPUT_PIXELS, pixels
     if isinstance(image_bytes, bytes | str) or not all(isinstance(b, bytes) for b in image_bytes):
         raise ServingError("image_bytes: expected a list of encoded images as bytes")
@@ -75,13 +85,15 @@ def proto_dict(message) -> dict:
     )
 
 
-def _rest_call(method: str, url: str, timeout: float, payload: dict | None = None) -> dict:
+def _rest_call(method: str, url: str, timeout: float, payload=None, session=None) -> dict:
     try:
-        response = requests.request(method, url, json=payload, timeout=timeout)
+        response = (session or requests).request(method, url, json=payload, timeout=timeout)
     except requests.exceptions.Timeout:
-        raise ServingError(f"{url}: no answer within {timeout:g} s") from None
+        raise ServingError(f"{url}: no answer within {timeout:g} s", "DEADLINE_EXCEEDED") from None
     except requests.exceptions.ConnectionError:
-        raise ServingError(f"{url}: cannot connect (is the server running?)") from None
+        raise ServingError(
+            f"{url}: cannot connect (is the server running?)", "UNAVAILABLE"
+        ) from None
     try:
         body = response.json()
     except ValueError:
@@ -89,7 +101,8 @@ def _rest_call(method: str, url: str, timeout: float, payload: dict | None = Non
     if response.status_code != 200:
         detail = body.get("error") if isinstance(body, dict) else None
         raise ServingError(
-            f"{url}: HTTP {response.status_code}: {one_line(detail or response.reason)}"
+            f"{url}: HTTP {response.status_code}: {one_line(detail or response.reason)}",
+            f"HTTP {response.status_code}",
         )
     return body
 
@@ -102,19 +115,24 @@ def predict_rest(
     image_bytes: list[bytes] | None = None,
     version: Version = None,
     timeout: float = 10.0,
+    signature: str | None = None,
+    session: requests.Session | None = None,
 ) -> dict[str, np.ndarray]:
     """Classify uint8 pixels [N, 28, 28] or encoded images over REST (row format).
+    ``signature``: predict_float sends the pixels as float32; ``session``: a
+    requests.Session to reuse connections (a load test).
 
     Returns:
         {"probabilities": float32 [N, 10], "digit": int64 [N]}
     """
-    signature, _, values = _choose_input(pixels, image_bytes)
+    signature, _, values = _choose_input(pixels, image_bytes, signature)
     if pixels is not None:
         instances = values.tolist()
     else:
         instances = [{"b64": base64.b64encode(b).decode("ascii")} for b in values]
     payload = {"signature_name": signature, "instances": instances}
-    body = _rest_call("POST", _model_url(base_url, model, version) + ":predict", timeout, payload)
+    url = _model_url(base_url, model, version) + ":predict"
+    body = _rest_call("POST", url, timeout, payload, session)
     try:
         rows = body["predictions"]
         return {
@@ -142,13 +160,17 @@ def model_metadata_rest(
 # --------------------------------------------------------------------------- gRPC
 
 
-def _grpc_stubs(hostport: str):
+def _grpc_stubs(hostport: str, channel=None):
+    """A channel of its own (closed after one call), or ``channel``, reused and left open."""
+    import contextlib
+
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    channel = grpc.insecure_channel(hostport)
+    own = channel is None
+    channel = grpc.insecure_channel(hostport) if own else channel
     return (
-        channel,
+        channel if own else contextlib.nullcontext(channel),
         prediction_service_pb2_grpc.PredictionServiceStub(channel),
         model_service_pb2_grpc.ModelServiceStub(channel),
     )
@@ -162,10 +184,12 @@ def _grpc_call(hostport: str, method, request, timeout: float):
     except grpc.RpcError as err:
         code = err.code()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise ServingError(f"{hostport}: no answer within {timeout:g} s") from None
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise ServingError(f"{hostport}: cannot connect (is the server running?)") from None
-        raise ServingError(f"{hostport}: {code.name}: {one_line(err.details())}") from None
+            message = f"{hostport}: no answer within {timeout:g} s"
+        elif code == grpc.StatusCode.UNAVAILABLE:
+            message = f"{hostport}: cannot connect (is the server running?)"
+        else:
+            message = f"{hostport}: {code.name}: {one_line(err.details())}"
+        raise ServingError(message, code.name) from None
 
 
 def _model_spec(model: str, version: Version, signature: str | None = None):
@@ -189,16 +213,19 @@ def predict_grpc(
     image_bytes: list[bytes] | None = None,
     version: Version = None,
     timeout: float = 10.0,
+    signature: str | None = None,
+    channel=None,
 ) -> dict[str, np.ndarray]:
-    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST."""
+    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST.
+    ``channel``: a grpc.Channel to reuse (a load test), else one per call."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    signature, name, values = _choose_input(pixels, image_bytes)
+    signature, name, values = _choose_input(pixels, image_bytes, signature)
     tensor = values if pixels is not None else np.array(values, dtype=object)
     request = predict_pb2.PredictRequest(model_spec=_model_spec(model, version, signature))
     request.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
-    channel, predict_stub, _ = _grpc_stubs(hostport)
+    channel, predict_stub, _ = _grpc_stubs(hostport, channel)
     with channel:
         response = _grpc_call(hostport, predict_stub.Predict, request, timeout)
     try:

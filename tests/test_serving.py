@@ -630,3 +630,31 @@ def test_a_rollout_from_canary_to_stable_and_back(two_versions, trained_run, tmp
         assert meta["model_spec"]["version"] == "1"
     finally:
         standin.stop()
+
+
+def load_report(*args) -> dict:
+    result = CliRunner().invoke(main, ["load", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_load_reports_throughput_latency_and_errors_by_code(server):
+    for flag, target in (("--rest", server.rest_url), ("--grpc", server.grpc_target)):
+        report = load_report(flag, target, "--requests", "24", "--concurrency", "3",
+                             "--batch-size", "8")  # fmt: skip
+        assert (report["requests"], report["answered"], report["errors"]) == (24, 24, {})
+        assert report["images_per_second"] > report["requests_per_second"] > 0
+        latency = report["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        for signature in (c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES):
+            report = load_report(flag, target, "--duration", "1", "--signature", signature)
+            assert report["answered"] >= 1 and report["errors"] == {}
+    refused = load_report("--rest", server.rest_url, "--label", "nope", "--requests", "5")
+    assert refused["errors"] == {"HTTP 400": 5} and refused["answered"] == 0
+    refused = load_report("--grpc", server.grpc_target, "--version", "99", "--requests", "3")
+    assert refused["errors"] == {"NOT_FOUND": 3}
+
+
+def test_load_needs_a_bound():
+    result = CliRunner().invoke(main, ["load", "--rest", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "--requests" in result.output
