@@ -29,11 +29,12 @@ class LoadResult:
     def requests(self) -> int:
         return len(self.latencies) + sum(self.errors.values())
 
-    def percentile_ms(self, q: float) -> float:
+    def percentile_ms(self, q: float) -> float | None:
+        """None when nothing was answered (JSON has no NaN)."""
         if not self.latencies:
-            return float("nan")
+            return None
         ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return round(1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2)
 
     def summary(self) -> dict:
         answered = len(self.latencies)
@@ -48,7 +49,7 @@ class LoadResult:
                 round(answered * self.images_per_request / self.seconds, 1) if self.seconds else 0.0
             ),
             "latency_ms": {
-                name: round(self.percentile_ms(q), 2)
+                name: self.percentile_ms(q)
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
             },
             "errors": dict(sorted(self.errors.items())),
@@ -56,14 +57,13 @@ class LoadResult:
 
     def table(self) -> str:
         s = self.summary()
-        lat = s["latency_ms"]
+        lat = {k: "-" if v is None else f"{v:.1f}" for k, v in s["latency_ms"].items()}
         lines = [
             f"{s['requests']} requests ({s['answered']} answered) of {s['images_per_request']} "
             f"images at concurrency {s['concurrency']} in {s['seconds']:.1f} s",
             f"throughput: {s['requests_per_second']:.1f} requests/s, "
             f"{s['images_per_second']:.0f} images/s",
-            f"latency ms: p50 {lat['p50']:.1f}, p90 {lat['p90']:.1f}, p99 {lat['p99']:.1f}, "
-            f"max {lat['max']:.1f}",
+            f"latency ms: p50 {lat['p50']}, p90 {lat['p90']}, p99 {lat['p99']}, max {lat['max']}",
         ]
         errors = ", ".join(f"{code} {n}" for code, n in s["errors"].items()) or "none"
         return "\n".join([*lines, f"errors: {errors}"])
