@@ -312,7 +312,7 @@ def load(
     output_format,
     cache_dir,
 ):
-    """Load test: send MNIST test images from CONCURRENCY workers until --requests are
+    """Load test: send MNIST test images from --concurrency workers until --requests are
     sent or --duration has passed (one of them is needed), then print throughput, latency
     percentiles and errors by code. Only the address given is sent to; --timeout is each
     request's deadline."""
