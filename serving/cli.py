@@ -331,9 +331,12 @@ def load(
         import numpy as np
         import requests
 
-        reuse = (
-            {"session": requests.Session()} if rest else {"channel": grpc.insecure_channel(target)}
-        )
+        if rest:
+            reuse = {"session": requests.Session()}
+        else:
+            import tensorflow  # noqa: F401  the gRPC client's tensors: imported before the clock
+
+            reuse = {"channel": grpc.insecure_channel(target)}
 
         def send(i: int) -> None:
             rows = range(i * batch_size, (i + 1) * batch_size)

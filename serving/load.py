@@ -81,17 +81,18 @@ def run_load(
     ``max_seconds`` have passed, whichever comes first.
 
     Args:
-        make_sender: called once per worker; returns ``send(i)``, which sends request i and
-            raises ServingError (with its code) when it is not answered.
+        make_sender: called once per worker before the clock starts; returns ``send(i)``,
+            which sends request i and raises ServingError (with its code) when it is not
+            answered.
         progress: called about once a second with the LoadResult so far.
     """
     result = LoadResult(images_per_request, concurrency)
     lock, counter = threading.Lock(), iter(range(max_requests or 2**62))
+    senders = [make_sender() for _ in range(concurrency)]  # set up before the clock starts
     started = time.perf_counter()
     deadline = started + max_seconds
 
-    def worker() -> None:
-        send = make_sender()
+    def worker(send) -> None:
         while time.perf_counter() < deadline:
             with lock:
                 i = next(counter, None)
@@ -107,7 +108,7 @@ def run_load(
                     result.errors[exc.code or "CLIENT"] += 1
 
     with futures.ThreadPoolExecutor(concurrency) as pool:
-        running = [pool.submit(worker) for _ in range(concurrency)]
+        running = [pool.submit(worker, send) for send in senders]
         while futures.wait(running, timeout=1.0).not_done:
             result.seconds = time.perf_counter() - started
             if progress:
