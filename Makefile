@@ -125,9 +125,13 @@ serving-image: ## Build the TF Serving image with every export in MODELS_DIR/mni
 	| docker build -f Dockerfile.serving --build-arg SERVING_BASE=$(SERVING_BASE) \
 		--build-arg SERVING_TAG=$(SERVING_TAG) -t $(SERVING_IMAGE) -
 
+# BATCHING=1: the server batches requests as serving/batching.config says.
+BATCHING ?= 0
+BATCHING_FLAGS := $(if $(filter 1,$(BATCHING)),--enable_batching=true --batching_parameters_file=/config/batching.config)
+
 .PHONY: serve
-serve: serving-image ## Build the TF Serving image with the exports and run it (ports 8500, 8501)
-	docker run --rm -p 8500:8500 -p 8501:8501 $(SERVING_IMAGE)
+serve: serving-image ## Build the TF Serving image with the exports and run it (ports 8500, 8501; BATCHING=1)
+	docker run --rm -p 8500:8500 -p 8501:8501 $(SERVING_IMAGE) $(BATCHING_FLAGS)
 
 # TESTS ONLY: a stand-in for the tensorflow/serving base where it cannot be pulled.
 .PHONY: serving-standin-image

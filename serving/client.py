@@ -15,19 +15,35 @@ from job.export import contract as c
 
 
 class ServingError(Exception):
-    """A failed request or an input that cannot be sent; the message is one line."""
+    """A failed request or an input that cannot be sent; the message is one line, and
+    ``code`` names the failure for counting: "HTTP 400", a gRPC code such as
+    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED" or "UNAVAILABLE" (both protocols), or "" for an
+    input refused before sending."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 # --------------------------------------------------------------------------- requests
 
 
-def _choose_input(pixels: np.ndarray | None, image_bytes: list[bytes] | None):
-    """Exactly one kind of input, within the batch limit -> (signature, input name, values)."""
+def _choose_input(pixels, image_bytes, signature: str | None = None):
+    """Exactly one kind of input, within the batch limit and in its signature's dtype (the
+    server casts nothing) -> (signature, input name, values). Pixels go to serving_default
+    as uint8, or to predict_float as float32 when ``signature`` says so."""
+    from serving.inputs import check_pixels
+
     if (pixels is None) == (image_bytes is None):
         raise ServingError("give exactly one of pixels or image_bytes")
     if pixels is not None:
+        pixels = check_pixels(pixels, "pixels")  # uint8, or one line saying why not
         check_batch(len(pixels))
+        if signature == c.SIGNATURE_PIXELS_FLOAT:
+            return signature, c.INPUT_PIXELS, pixels.astype(np.float32)
         return c.SIGNATURE_PIXELS, c.INPUT_PIXELS, pixels
+    if isinstance(image_bytes, bytes | str) or not all(isinstance(b, bytes) for b in image_bytes):
+        raise ServingError("image_bytes: expected a list of encoded images as bytes")
     check_batch(len(image_bytes))
     return c.SIGNATURE_IMAGE_BYTES, c.INPUT_IMAGE_BYTES, image_bytes
 
@@ -42,8 +58,15 @@ def check_batch(count: int) -> None:
 # --------------------------------------------------------------------------- REST
 
 
-def _model_url(base_url: str, model: str, version: int | None) -> str:
+# A version choice, as TF Serving's ModelSpec has it: a version number, a version label
+# ("stable", "canary"), or None for the newest version the server has.
+Version = int | str | None
+
+
+def _model_url(base_url: str, model: str, version: Version) -> str:
     url = f"{base_url.rstrip('/')}/v1/models/{model}"
+    if isinstance(version, str):
+        return f"{url}/labels/{version}"
     return f"{url}/versions/{version}" if version is not None else url
 
 
@@ -62,13 +85,15 @@ def proto_dict(message) -> dict:
     )
 
 
-def _rest_call(method: str, url: str, timeout: float, payload: dict | None = None) -> dict:
+def _rest_call(method: str, url: str, timeout: float, payload=None, session=None) -> dict:
     try:
-        response = requests.request(method, url, json=payload, timeout=timeout)
+        response = (session or requests).request(method, url, json=payload, timeout=timeout)
     except requests.exceptions.Timeout:
-        raise ServingError(f"{url}: no answer within {timeout:g} s") from None
+        raise ServingError(f"{url}: no answer within {timeout:g} s", "DEADLINE_EXCEEDED") from None
     except requests.exceptions.ConnectionError:
-        raise ServingError(f"{url}: cannot connect (is the server running?)") from None
+        raise ServingError(
+            f"{url}: cannot connect (is the server running?)", "UNAVAILABLE"
+        ) from None
     try:
         body = response.json()
     except ValueError:
@@ -76,7 +101,8 @@ def _rest_call(method: str, url: str, timeout: float, payload: dict | None = Non
     if response.status_code != 200:
         detail = body.get("error") if isinstance(body, dict) else None
         raise ServingError(
-            f"{url}: HTTP {response.status_code}: {one_line(detail or response.reason)}"
+            f"{url}: HTTP {response.status_code}: {one_line(detail or response.reason)}",
+            f"HTTP {response.status_code}",
         )
     return body
 
@@ -87,21 +113,26 @@ def predict_rest(
     *,
     pixels: np.ndarray | None = None,
     image_bytes: list[bytes] | None = None,
-    version: int | None = None,
+    version: Version = None,
     timeout: float = 10.0,
+    signature: str | None = None,
+    session: requests.Session | None = None,
 ) -> dict[str, np.ndarray]:
     """Classify uint8 pixels [N, 28, 28] or encoded images over REST (row format).
+    ``signature``: predict_float sends the pixels as float32; ``session``: a
+    requests.Session to reuse connections (a load test).
 
     Returns:
         {"probabilities": float32 [N, 10], "digit": int64 [N]}
     """
-    signature, _, values = _choose_input(pixels, image_bytes)
+    signature, _, values = _choose_input(pixels, image_bytes, signature)
     if pixels is not None:
         instances = values.tolist()
     else:
         instances = [{"b64": base64.b64encode(b).decode("ascii")} for b in values]
     payload = {"signature_name": signature, "instances": instances}
-    body = _rest_call("POST", _model_url(base_url, model, version) + ":predict", timeout, payload)
+    url = _model_url(base_url, model, version) + ":predict"
+    body = _rest_call("POST", url, timeout, payload, session)
     try:
         rows = body["predictions"]
         return {
@@ -113,14 +144,14 @@ def predict_rest(
 
 
 def model_status_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     """GET /v1/models/<model>[/versions/<v>]: the versions and their states."""
     return _rest_call("GET", _model_url(base_url, model, version), timeout)
 
 
 def model_metadata_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     """GET .../metadata: the signatures, with their input and output names."""
     return _rest_call("GET", _model_url(base_url, model, version) + "/metadata", timeout)
@@ -129,13 +160,17 @@ def model_metadata_rest(
 # --------------------------------------------------------------------------- gRPC
 
 
-def _grpc_stubs(hostport: str):
+def _grpc_stubs(hostport: str, channel=None):
+    """A channel of its own (closed after one call), or ``channel``, reused and left open."""
+    import contextlib
+
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    channel = grpc.insecure_channel(hostport)
+    own = channel is None
+    channel = grpc.insecure_channel(hostport) if own else channel
     return (
-        channel,
+        channel if own else contextlib.nullcontext(channel),
         prediction_service_pb2_grpc.PredictionServiceStub(channel),
         model_service_pb2_grpc.ModelServiceStub(channel),
     )
@@ -149,19 +184,23 @@ def _grpc_call(hostport: str, method, request, timeout: float):
     except grpc.RpcError as err:
         code = err.code()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise ServingError(f"{hostport}: no answer within {timeout:g} s") from None
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise ServingError(f"{hostport}: cannot connect (is the server running?)") from None
-        raise ServingError(f"{hostport}: {code.name}: {one_line(err.details())}") from None
+            message = f"{hostport}: no answer within {timeout:g} s"
+        elif code == grpc.StatusCode.UNAVAILABLE:
+            message = f"{hostport}: cannot connect (is the server running?)"
+        else:
+            message = f"{hostport}: {code.name}: {one_line(err.details())}"
+        raise ServingError(message, code.name) from None
 
 
-def _model_spec(model: str, version: int | None, signature: str | None = None):
+def _model_spec(model: str, version: Version, signature: str | None = None):
     from tensorflow_serving.apis import model_pb2
 
     spec = model_pb2.ModelSpec(name=model)
     if signature:
         spec.signature_name = signature
-    if version is not None:
+    if isinstance(version, str):
+        spec.version_label = version
+    elif version is not None:
         spec.version.value = version
     return spec
 
@@ -172,18 +211,21 @@ def predict_grpc(
     *,
     pixels: np.ndarray | None = None,
     image_bytes: list[bytes] | None = None,
-    version: int | None = None,
+    version: Version = None,
     timeout: float = 10.0,
+    signature: str | None = None,
+    channel=None,
 ) -> dict[str, np.ndarray]:
-    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST."""
+    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST.
+    ``channel``: a grpc.Channel to reuse (a load test), else one per call."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    signature, name, values = _choose_input(pixels, image_bytes)
+    signature, name, values = _choose_input(pixels, image_bytes, signature)
     tensor = values if pixels is not None else np.array(values, dtype=object)
     request = predict_pb2.PredictRequest(model_spec=_model_spec(model, version, signature))
     request.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
-    channel, predict_stub, _ = _grpc_stubs(hostport)
+    channel, predict_stub, _ = _grpc_stubs(hostport, channel)
     with channel:
         response = _grpc_call(hostport, predict_stub.Predict, request, timeout)
     try:
@@ -198,7 +240,7 @@ def predict_grpc(
 
 
 def model_status_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     from tensorflow_serving.apis import get_model_status_pb2
 
@@ -210,7 +252,7 @@ def model_status_grpc(
 
 
 def model_metadata_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: int | None = None, timeout: float = 10.0
+    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
 ) -> dict:
     """GetModelMetadata with the signature_def field; returns the SignatureDefMap as a dict."""
     from tensorflow_serving.apis import get_model_metadata_pb2

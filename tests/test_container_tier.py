@@ -2,11 +2,12 @@
 
 Builds the job image and trains one short run in it through `make train RUNTIME=docker`,
 then builds the serving image with that export, starts it, and queries it with the
-clients over REST and gRPC and with `serving verify`. The serving image is built on the
-real tensorflow/serving image when the engine has it, otherwise on the tests-only stand-in
-base (tests/serving_image). Containers run without a network of their own (the MNIST
-cache is filled on the host first); the serving container shares the host's, on ports
-8500 and 8501. Everything started is removed, also when a step fails.
+clients over REST and gRPC and with `serving verify`, with batching on as `make serve
+BATCHING=1` runs it. The serving image is built on the real tensorflow/serving image when
+the engine has it, otherwise on the tests-only stand-in base (tests/serving_image).
+Containers run without a network of their own (the MNIST cache is filled on the host
+first); the serving container shares the host's, on ports 8500 and 8501. Everything
+started is removed, also when a step fails.
 """
 
 from __future__ import annotations
@@ -51,20 +52,23 @@ def engine():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    """One short run in the job image, through the README's make target."""
+    """Two short runs in the job image, through the README's make target: versions 1 and 2
+    (--no-gate: a short run may do worse than the one before)."""
     base = tmp_path_factory.mktemp("containers")
     runs, models = base / "runs", base / "models"
-    run(
-        "make", "--no-print-directory", "train", "RUNTIME=docker", f"RUNS_DIR={runs}",
-        f"MODELS_DIR={models}", f"DATA_DIR={DATA_DIR}", "DOCKER_RUN_FLAGS=--network=none",
-        "ARGS=--limit 3000 --epochs 1 --no-gate",
-    )  # fmt: skip
-    (run_dir,) = runs.iterdir()
-    return {"run_dir": run_dir, "models": models}
+    for seed in (1, 2):
+        run(
+            "make", "--no-print-directory", "train", "RUNTIME=docker", f"RUNS_DIR={runs}",
+            f"MODELS_DIR={models}", f"DATA_DIR={DATA_DIR}", "DOCKER_RUN_FLAGS=--network=none",
+            f"ARGS=--limit 3000 --epochs 1 --no-gate --seed {seed}",
+        )  # fmt: skip
+    first, second = sorted(runs.iterdir())  # run names start with their UTC time
+    return {"run_dir": first, "run_dirs": [first, second], "models": models}
 
 
 def test_the_job_image_writes_its_outputs_on_the_host_as_the_caller(trained):
     run_dir, models = trained["run_dir"], trained["models"]
+    assert (models / "mnist" / "2" / "saved_model.pb").exists()
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["test"]["accuracy"] > 0.8
     for name in ("model.keras", "accuracy.png", "loss.png", "predictions.png", "tensorboard"):
@@ -88,9 +92,24 @@ def test_the_job_image_holds_no_development_package_and_a_small_layer():
     assert layers_mb < MAX_JOB_LAYERS_MB
 
 
+def batching_flags() -> list[str]:
+    """What `make serve BATCHING=1` appends to docker run, so the tier serves as it does."""
+    dry = run("make", "--no-print-directory", "-n", "serve", "BATCHING=1",
+              f"SERVING_IMAGE={SERVING_IMAGE}").stdout  # fmt: skip
+    (command,) = [line for line in dry.splitlines() if line.startswith("docker run")]
+    flags = command.split(f" {SERVING_IMAGE} ", 1)[1].split()
+    assert "--enable_batching=true" in flags
+    return flags
+
+
+def serving(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-m", "serving", *args, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
-def served(trained):
-    """The serving image with the run's export, running on the host's network."""
+def served(trained, tmp_path_factory):
+    """The serving image with both versions and batching on, on the host's network, serving
+    the rollout config that `serving rollout start` writes: version 1 as stable."""
     base = "tensorflow/serving"
     if not image_exists(f"{base}:{TF_VERSION}"):
         run("make", "--no-print-directory", "serving-standin-image")
@@ -99,8 +118,14 @@ def served(trained):
         "make", "--no-print-directory", "serving-image", f"MODELS_DIR={trained['models']}",
         f"SERVING_BASE={base}", f"SERVING_IMAGE={SERVING_IMAGE}",
     )  # fmt: skip
+    rollout = tmp_path_factory.mktemp("rollout")
+    rollout.chmod(0o755)  # the server runs as UID 10001
+    serving("rollout", "start", "--config", str(rollout / "models.config"), "1")
     subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
-    run("docker", "run", "-d", "--name", CONTAINER, "--network=host", SERVING_IMAGE)
+    run("docker", "run", "-d", "--name", CONTAINER, "--network=host", "-v",
+        f"{rollout}:/rollout:ro", SERVING_IMAGE, *batching_flags(),
+        "--model_config_file=/rollout/models.config", "--model_config_file_poll_wait_seconds=2",
+        "--allow_version_labels_for_unavailable_models=true")  # fmt: skip
     rest = f"http://127.0.0.1:{c.REST_PORT}"
     try:
         deadline = time.monotonic() + 180
@@ -114,7 +139,12 @@ def served(trained):
             logs = subprocess.run(["docker", "logs", CONTAINER], capture_output=True, text=True)
             assert time.monotonic() < deadline, f"not AVAILABLE in 180 s:\n{logs.stderr[-3000:]}"
             time.sleep(2)
-        yield {"rest": rest, "grpc": f"127.0.0.1:{c.GRPC_PORT}", "base": base}
+        yield {
+            "rest": rest,
+            "grpc": f"127.0.0.1:{c.GRPC_PORT}",
+            "base": base,
+            "config": rollout / "models.config",
+        }
     finally:
         subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
 
@@ -126,6 +156,13 @@ def test_the_serving_image_answers_the_clients_over_rest_and_grpc(served, mnist)
     assert (rest[c.OUTPUT_DIGIT] == mnist.y_test[:32]).mean() > 0.8
     user = run("docker", "exec", CONTAINER, "id", "-u").stdout.strip()
     assert user == "10001"  # Dockerfile.serving's non-root user
+
+
+def test_the_container_answers_a_full_contract_batch_with_batching_on(served, mnist):
+    images = mnist.x_test[: c.MAX_BATCH]
+    rest = client.predict_rest(served["rest"], pixels=images, timeout=120)
+    grpc_out = client.predict_grpc(served["grpc"], pixels=images, timeout=120)
+    assert rest[c.OUTPUT_DIGIT].shape == grpc_out[c.OUTPUT_DIGIT].shape == (c.MAX_BATCH,)
 
 
 def test_serving_verify_passes_against_the_container(served, trained):
@@ -150,3 +187,38 @@ def test_the_readme_serving_commands_work_as_written(served):
                "--mnist-test", "0:16")  # fmt: skip
     assert len(done.stdout.strip().splitlines()) == 17  # a header and sixteen rows
     assert Path(DATA_DIR, "mnist.npz").exists()
+
+
+def test_a_rollout_canary_verify_promote_rollback_in_one_container(served, trained):
+    config, rest = str(served["config"]), served["rest"]
+    first, second = trained["run_dirs"]
+    done = serving("rollout", "canary", "--config", config, "--rest", rest, "2")
+    assert "version 2 is canary" in done.stdout
+    done = serving("verify", "--grpc", served["grpc"], "--label", "canary", "--run", str(second))
+    assert " = reported " in done.stdout
+    done = serving("rollout", "promote", "--config", config, "--rest", rest, "--run", str(second))
+    assert "version 2 is stable" in done.stdout
+    stable = client.model_metadata_rest(rest, version="stable")["model_spec"]["version"]
+    assert stable == "2"
+    done = serving("rollout", "rollback", "--config", config, "--grpc", served["grpc"])
+    assert "version 1 is stable again" in done.stdout
+    done = serving("verify", "--rest", rest, "--label", "stable", "--run", str(first))
+    assert " = reported " in done.stdout
+
+
+def test_serving_load_against_the_container_has_no_errors(served):
+    done = serving("load", "--grpc", served["grpc"], "--label", "stable", "--duration", "5",
+                   "--concurrency", "4", "--batch-size", "32", "--format", "json")  # fmt: skip
+    report = json.loads(done.stdout)
+    assert report["errors"] == {} and report["answered"] > 0, report
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:  # the workflow shows the figures of the real TF Serving
+        latency = report["latency_ms"]
+        with open(summary, "a") as out:
+            out.write(
+                f"### serving load on {served['base']}\n\n| requests/s | images/s | p50 ms "
+                "| p90 ms | p99 ms | max ms | errors |\n|---|---|---|---|---|---|---|\n"
+                f"| {report['requests_per_second']} | {report['images_per_second']} | "
+                f"{latency['p50']} | {latency['p90']} | {latency['p99']} | {latency['max']} "
+                "| 0 |\n"
+            )

@@ -165,26 +165,6 @@ def test_monitoring_config_parses():
     assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
 
 
-def test_batching_config_parses():
-    wrapper = ".google.protobuf.Int64Value"
-    types = mirrored_messages(
-        "session_bundle_config.proto",
-        {
-            "BatchingParameters": [
-                ("max_batch_size", 1, F.TYPE_MESSAGE, wrapper),
-                ("batch_timeout_micros", 2, F.TYPE_MESSAGE, wrapper),
-                ("max_enqueued_batches", 3, F.TYPE_MESSAGE, wrapper),
-                ("num_batch_threads", 4, F.TYPE_MESSAGE, wrapper),
-            ]
-        },
-    )
-    config = text_format.Parse(
-        (REPO / "serving/batching.config").read_text(), types["BatchingParameters"]()
-    )
-    assert config.max_batch_size.value == 128
-    assert 0 < config.batch_timeout_micros.value <= 10_000
-
-
 def test_dockerfile_serving_uses_the_configs():
     text = (REPO / "Dockerfile.serving").read_text()
     assert "--model_config_file=/config/models.config" in text

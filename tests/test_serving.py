@@ -16,7 +16,13 @@ from job.export import contract as c
 from serving import client, inputs
 from serving.cli import main
 from tests.conftest import REPO, free_port, predict_with_export
-from tests.tf_serving_standin import StandIn
+from tests.tf_serving_standin import (
+    StandIn,
+    batching_parameters_type,
+    max_input_batch_size,
+    parse_text_proto,
+    single_model_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +41,21 @@ class RealServer:
     grpc_target: str
 
 
+def project_batching():
+    """serving/batching.config, parsed as the server parses it."""
+    return parse_text_proto(str(REPO / "serving/batching.config"), batching_parameters_type()())
+
+
 @pytest.fixture(scope="module")
 def server(trained_run):
-    """The stand-in serving the trained run's export, or the real server named by
-    MNIST_SERVING_REST and MNIST_SERVING_GRPC."""
+    """The stand-in serving the trained run's export with the project's batching on (as
+    make serve BATCHING=1), or the real server named by MNIST_SERVING_REST and
+    MNIST_SERVING_GRPC."""
     if REAL_REST and REAL_GRPC:
         yield RealServer(REAL_REST.rstrip("/"), REAL_GRPC)
         return
-    with StandIn(trained_run["export_dir"]) as standin:
+    config = single_model_config(c.MODEL_NAME, trained_run["export_dir"])
+    with StandIn(config, batching=project_batching()) as standin:
         yield standin
 
 
@@ -216,9 +229,9 @@ def test_standin_status_and_metadata_have_tf_servings_shapes(server):
     printed, int64 as strings. The gRPC client gives the same."""
     status = requests.get(f"{server.rest_url}/v1/models/mnist", timeout=10).json()
     assert set(status) == {"model_version_status"}
-    version = status["model_version_status"][-1]["version"]
+    version = status["model_version_status"][0]["version"]  # the newest comes first
     assert isinstance(version, str) and version.isdigit()  # int64 as a string
-    assert status["model_version_status"][-1] == {
+    assert status["model_version_status"][0] == {
         "version": version,
         "state": "AVAILABLE",
         "status": {"error_code": "OK", "error_message": ""},
@@ -286,3 +299,361 @@ def test_mnist_test_names_the_cache_and_options_that_exist(tmp_path):
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert str(tmp_path / "empty") in line and "--cache-dir" in line and "--data" not in line
+
+
+# --------------------------------------------------------------------------- as strict as
+# TF Serving: each case below is one rule the real server enforces (docs/serving.md).
+
+standin_only = pytest.mark.skipif(
+    bool(REAL_REST and REAL_GRPC),
+    reason="MNIST_SERVING_REST/GRPC: this case starts stand-ins of its own",
+)
+
+
+def grpc_predict(target: str, tensor: np.ndarray, signature: str = "", **spec):
+    """A raw PredictRequest, sent as given: (status code, details) or (OK, response)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = spec.get("name", c.MODEL_NAME)
+    request.model_spec.signature_name = signature
+    if "version" in spec:
+        request.model_spec.version.value = spec["version"]
+    if "label" in spec:
+        request.model_spec.version_label = spec["label"]
+    request.inputs[c.INPUT_PIXELS].CopyFrom(tf.make_tensor_proto(tensor))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            return grpc.StatusCode.OK, stub.Predict(request, timeout=30)
+        except grpc.RpcError as err:
+            return err.code(), err.details()
+
+
+def test_batching_config_takes_every_request_the_contract_allows():
+    """bundle_factory_util.h: max_batch_size is the largest request a batching server
+    accepts, split or not."""
+    batching = project_batching()
+    assert max_input_batch_size(batching) >= c.MAX_BATCH
+    if batching.enable_large_batch_splitting.value and batching.HasField(
+        "max_execution_batch_size"
+    ):
+        assert batching.max_execution_batch_size.value <= batching.max_batch_size.value
+
+
+def test_a_full_contract_batch_is_answered_and_one_more_is_refused(server, mnist):
+    images = np.resize(mnist.x_test, (c.MAX_BATCH, 28, 28))
+    for call, target in (
+        (client.predict_rest, server.rest_url),
+        (client.predict_grpc, server.grpc_target),
+    ):
+        answer = call(target, pixels=images, timeout=60)
+        assert answer[c.OUTPUT_DIGIT].shape == (c.MAX_BATCH,)
+    too_many = np.resize(mnist.x_test, (c.MAX_BATCH + 1, 28, 28)).tolist()
+    reply = requests.post(
+        f"{server.rest_url}/v1/models/mnist:predict", json={"instances": too_many}, timeout=60
+    )
+    assert reply.status_code == 400 and set(reply.json()) == {"error"}
+
+
+@standin_only
+def test_a_batch_over_max_batch_size_is_refused_as_tf_serving_does(trained_run, mnist):
+    batching = batching_parameters_type()()
+    batching.max_batch_size.value = 128
+    config = single_model_config(c.MODEL_NAME, trained_run["export_dir"])
+    with StandIn(config, batching=batching) as standin:
+        with pytest.raises(client.ServingError) as refused:
+            client.predict_rest(standin.rest_url, pixels=mnist.x_test[:256])
+        assert "HTTP 400: Task size 256 is larger than maximum input batch size 128" in str(
+            refused.value
+        )
+        code, details = grpc_predict(standin.grpc_target, mnist.x_test[:129])
+        assert code.name == "INVALID_ARGUMENT" and "Task size 129" in details
+
+
+def test_pixels_of_another_dtype_are_refused_by_the_server(server, mnist):
+    code, details = grpc_predict(server.grpc_target, mnist.x_test[:2].astype(np.float32))
+    assert code.name == "INVALID_ARGUMENT"
+    assert "Expects arg[0] to be uint8 but float is provided" in details
+    floats = (mnist.x_test[:1] / 2).tolist()
+    reply = requests.post(
+        f"{server.rest_url}/v1/models/mnist:predict", json={"instances": floats}, timeout=10
+    )
+    assert reply.status_code == 400
+    assert "Type: Number is not of expected type: uint8" in reply.json()["error"]
+
+
+def test_the_clients_convert_pixels_to_uint8_or_refuse_in_one_line(server, mnist):
+    as_floats = mnist.x_test[:8].astype(np.float32)
+    for call, target in (
+        (client.predict_rest, server.rest_url),
+        (client.predict_grpc, server.grpc_target),
+    ):
+        by_floats = call(target, pixels=as_floats)
+        by_uint8 = call(target, pixels=mnist.x_test[:8])
+        np.testing.assert_array_equal(by_floats[c.OUTPUT_DIGIT], by_uint8[c.OUTPUT_DIGIT])
+        with pytest.raises(client.ServingError, match="outside 0..255"):
+            call(target, pixels=np.full((1, 28, 28), 300))
+        with pytest.raises(client.ServingError, match="list of encoded images"):
+            call(target, image_bytes=["not bytes"])
+
+
+def test_an_unknown_signature_is_refused_with_tf_servings_codes(server, mnist):
+    code, details = grpc_predict(server.grpc_target, mnist.x_test[:1], signature="nope")
+    assert code.name == "FAILED_PRECONDITION"
+    assert details == 'Serving signature key "nope" not found.'
+    body = {"signature_name": "nope", "instances": mnist.x_test[:1].tolist()}
+    reply = requests.post(f"{server.rest_url}/v1/models/mnist:predict", json=body, timeout=10)
+    assert reply.status_code == 400
+    assert reply.json() == {"error": 'Serving signature name: "nope" not found in signature def'}
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/v1/models/mnist/predict"),
+        ("POST", "/v1/models/mnist/versions/x:predict"),
+        ("GET", "/v1/models/mnist:predict"),
+    ],
+)
+def test_a_malformed_path_is_a_bad_request(server, method, path):
+    reply = requests.request(method, f"{server.rest_url}{path}", json={}, timeout=10)
+    assert reply.status_code == 400
+    assert reply.json() == {"error": f"Malformed request: {method} {path}"}
+
+
+def test_a_path_outside_the_api_is_not_found(server):
+    assert requests.get(f"{server.rest_url}/v2/models/mnist", timeout=10).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def two_versions(trained_run, tmp_path_factory):
+    """A model base path holding versions 1 and 2 (the same export twice)."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("two") / "mnist"
+    for version in ("1", "2"):
+        shutil.copytree(trained_run["version_dir"], base / version)
+    return base
+
+
+def project_models_config(base_path):
+    """serving/models.config, parsed as the server parses it, pointed at ``base_path``."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = text_format.Parse(
+        (REPO / "serving/models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    config.model_config_list.config[0].base_path = str(base_path)
+    return config
+
+
+def versions(status: dict) -> list[str]:
+    return [entry["version"] for entry in status["model_version_status"]]
+
+
+@standin_only
+def test_the_project_config_serves_only_the_newest_version(two_versions, mnist):
+    with StandIn(project_models_config(two_versions)) as standin:
+        assert versions(client.model_status_rest(standin.rest_url)) == ["2"]
+        assert versions(client.model_status_grpc(standin.grpc_target)) == ["2"]
+        for call, target in (
+            (client.predict_rest, standin.rest_url),
+            (client.predict_grpc, standin.grpc_target),
+        ):
+            with pytest.raises(client.ServingError) as refused:
+                call(target, pixels=mnist.x_test[:1], version=1)
+            assert "Servable not found for request: Specific(mnist, 1)" in str(refused.value)
+            assert call(target, pixels=mnist.x_test[:1], version=2)[c.OUTPUT_DIGIT].shape == (1,)
+        reply = requests.get(f"{standin.rest_url}/v1/models/mnist/versions/1", timeout=10)
+        assert reply.status_code == 404
+        assert reply.json() == {"error": "Could not find version 1 of model mnist"}
+
+
+@standin_only
+def test_every_version_is_listed_newest_first_under_all(two_versions):
+    config = project_models_config(two_versions)
+    config.model_config_list.config[0].model_version_policy.all.SetInParent()
+    with StandIn(config) as standin:
+        assert versions(client.model_status_rest(standin.rest_url)) == ["2", "1"]
+        assert versions(client.model_status_grpc(standin.grpc_target)) == ["2", "1"]
+
+
+@standin_only
+def test_version_labels_need_the_flag_at_startup_and_name_versions(two_versions, mnist):
+    from tests.tf_serving_standin import StartupError
+
+    config = project_models_config(two_versions)
+    model = config.model_config_list.config[0]
+    model.model_version_policy.specific.versions.append(1)
+    model.version_labels["stable"] = 1
+    # Labels are set before the first versions load: without the flag, no start.
+    with pytest.raises(StartupError, match="assign label to version 1 of model mnist"):
+        StandIn(config)
+    model.version_labels["canary"] = 2  # never loaded: allowed, but answers NOT_FOUND
+    with StandIn(config, allow_version_labels_for_unavailable_models=True) as standin:
+        url = f"{standin.rest_url}/v1/models/mnist/labels/stable:predict"
+        reply = requests.post(url, json={"instances": mnist.x_test[:1].tolist()}, timeout=10)
+        assert reply.status_code == 200
+        code, response = grpc_predict(standin.grpc_target, mnist.x_test[:1], label="stable")
+        assert code.name == "OK" and response.model_spec.version.value == 1
+        for label, status, error in (
+            ("nope", 400, "Unrecognized servable version label: nope"),
+            ("canary", 404, "Servable not found for request: Specific(mnist, 2)"),
+        ):
+            reply = requests.post(
+                url.replace("stable", label),
+                json={"instances": mnist.x_test[:1].tolist()},
+                timeout=10,
+            )
+            assert (reply.status_code, reply.json()) == (status, {"error": error})
+        assert versions(client.model_status_rest(standin.rest_url)) == ["1"]
+
+
+@standin_only
+def test_reply_shapes_follow_json_tensor_cc(tmp_path):
+    """One output: bare values; strings raw unless the output's name ends in _bytes."""
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def double(self, x):
+            return {"y": 2 * x}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def text(self, x):
+            words = tf.strings.as_string(x, precision=1)
+            return {"word": words, "word_bytes": words}
+
+    module = Doubler()
+    tf.saved_model.save(
+        module,
+        str(tmp_path / "m" / "1"),
+        signatures={"serving_default": module.double, "text": module.text},
+    )
+    with StandIn(single_model_config("m", tmp_path / "m")) as standin:
+        url = f"{standin.rest_url}/v1/models/m:predict"
+
+        def ask(body):
+            return requests.post(url, json=body, timeout=10).json()
+
+        assert ask({"instances": [1.0, 2.5]}) == {"predictions": [2.0, 5.0]}
+        assert ask({"inputs": [1.0, 2.5]}) == {"outputs": [2.0, 5.0]}
+        rows = ask({"signature_name": "text", "instances": [1.0]})["predictions"]
+        assert rows == [{"word": "1.0", "word_bytes": {"b64": "MS4w"}}]
+        columns = ask({"signature_name": "text", "inputs": {"x": [1.0]}})["outputs"]
+        assert columns == {"word": ["1.0"], "word_bytes": [{"b64": "MS4w"}]}
+
+
+@standin_only
+def test_the_server_takes_flags_only_as_flag_equals_value(trained_run, capsys):
+    from tests.tf_serving_standin import StartupError, from_flags
+
+    config_file = trained_run["run_dir"].parent / "standin-models.config"
+    config_file.write_text(
+        (REPO / "serving/models.config")
+        .read_text()
+        .replace("/models/mnist", str(trained_run["export_dir"]))
+    )
+    # --flag value: the flag is unknown, so there is no model to serve.
+    with pytest.raises(StartupError, match="model_config_file are empty"):
+        from_flags(["--port=0", "--model_config_file", str(config_file)])
+    assert f"unknown argument: --model_config_file\nunknown argument: {config_file}" in (
+        capsys.readouterr().out
+    )
+    batching = str(REPO / "serving/batching.config")
+    with pytest.raises(StartupError, match="without setting server_options.enable_batching"):
+        from_flags([f"--model_config_file={config_file}", f"--batching_parameters_file={batching}"])
+    with pytest.raises(SystemExit, match="Couldn't interpret value 85x01 for flag port"):
+        from_flags([f"--model_config_file={config_file}", "--port=85x01"])
+    standin = from_flags(
+        [
+            f"--model_config_file={config_file}",
+            "--port=0",
+            "--rest_api_port",  # a space: REST stays off, as in the real server
+            "8501",
+            "--enable_batching",
+            f"--batching_parameters_file={batching}",
+        ]
+    )
+    assert standin.http is None and standin.models.max_batch == c.MAX_BATCH
+    standin.stop()
+
+
+@standin_only
+def test_a_rollout_from_canary_to_stable_and_back(two_versions, trained_run, tmp_path, mnist):
+    from tests.tf_serving_standin import RequestError, from_flags
+
+    config = tmp_path / "rollout.config"
+
+    def rollout(*args):
+        result = CliRunner().invoke(main, ["rollout", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def labels():
+        from serving.rollout import read_config
+
+        return dict(read_config(config, c.MODEL_NAME)[1].version_labels)
+
+    rollout("start", "--config", str(config), "--base-path", str(two_versions), "1")
+    standin = from_flags(
+        [
+            f"--model_config_file={config}",
+            "--model_config_file_poll_wait_seconds=1",
+            "--allow_version_labels_for_unavailable_models=true",
+            "--port=0",
+            f"--rest_api_port={free_port()}",
+        ]
+    ).start()
+    try:
+        server = ["--config", str(config), "--grpc", standin.grpc_target, "--wait", "60"]
+        assert "version 2 is canary" in rollout("canary", *server, "2")
+        assert labels() == {"stable": 1, "canary": 2}
+        canary = client.predict_rest(standin.rest_url, pixels=mnist.x_test[:4], version="canary")
+        assert canary[c.OUTPUT_DIGIT].shape == (4,)
+        promoted = rollout("promote", *server, "--run", str(trained_run["run_dir"]))
+        assert "version 2 is stable: served accuracy" in promoted
+        assert labels() == {"stable": 2, "canary": 2, "previous": 1}
+        status = CliRunner().invoke(main, ["status", "--rest", standin.rest_url, "--label", "x"])
+        assert json.loads(status.output)["model_version_status"][0]["version"] == "2"
+        # A label moves only to a loaded version (server_core.cc), even with the flag.
+        moved = project_models_config(two_versions)
+        moved.model_config_list.config[0].version_labels["stable"] = 3
+        with pytest.raises(RequestError, match="assign label to version 3"):
+            standin.models.reload(moved)
+        assert "version 1 is stable again" in rollout("rollback", *server)
+        assert labels() == {"stable": 1}
+        meta = client.model_metadata_grpc(standin.grpc_target, version="stable")
+        assert meta["model_spec"]["version"] == "1"
+    finally:
+        standin.stop()
+
+
+def load_report(*args) -> dict:
+    result = CliRunner().invoke(main, ["load", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_load_reports_throughput_latency_and_errors_by_code(server):
+    for flag, target in (("--rest", server.rest_url), ("--grpc", server.grpc_target)):
+        report = load_report(flag, target, "--requests", "24", "--concurrency", "3",
+                             "--batch-size", "8")  # fmt: skip
+        assert (report["requests"], report["answered"], report["errors"]) == (24, 24, {})
+        assert report["images_per_second"] > report["requests_per_second"] > 0
+        latency = report["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        for signature in (c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES):
+            report = load_report(flag, target, "--duration", "1", "--signature", signature)
+            assert report["answered"] >= 1 and report["errors"] == {}
+    refused = load_report("--rest", server.rest_url, "--label", "nope", "--requests", "5")
+    assert refused["errors"] == {"HTTP 400": 5} and refused["answered"] == 0
+    refused = load_report("--grpc", server.grpc_target, "--version", "99", "--requests", "3")
+    assert refused["errors"] == {"NOT_FOUND": 3}
+
+
+def test_load_needs_a_bound():
+    result = CliRunner().invoke(main, ["load", "--rest", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "--requests" in result.output

@@ -1,70 +1,22 @@
-"""python -m serving: query a TensorFlow Serving model over REST or gRPC."""
+"""Commands that ask a served model: predict, status, metadata, verify, card."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
 from pathlib import Path
 
 import click
 
-from job.cli.options import cache_dir_option, option_group
-from job.cpu import enable_onednn_by_default
+from job.cli.options import cache_dir_option
 from job.export import contract as c
-from serving.client import ServingError
-
-EXIT_REQUEST_FAILED = 1
-EXIT_BAD_INPUT = 2
-
-
-def one_line_errors(command):
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except ServingError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_REQUEST_FAILED)
-
-    return wrapper
-
-
-server_options = option_group(
-    click.option("--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"),
-    click.option(
-        "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
-    ),
-    click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name."),
-    click.option(
-        "--version",
-        "model_version",
-        type=click.IntRange(min=1),
-        help="Model version.  [default: the newest the server has]",
-    ),
-    click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        default=10.0,
-        show_default=True,
-        help="Seconds before a request is given up.",
-    ),
+from serving.cli import (
+    main,
+    one_line_errors,
+    pick_server,
+    server_options,
+    version_choice,
 )
-
-
-def pick_server(rest: str | None, grpc_target: str | None, rest_call, grpc_call):
-    """The client function for the protocol given, and its target."""
-    if bool(rest) == bool(grpc_target):
-        raise click.UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
-    return (rest_call, rest) if rest else (grpc_call, grpc_target)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Query the MNIST model on TensorFlow Serving (REST or gRPC)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    enable_onednn_by_default()  # before any command imports TensorFlow
+from serving.client import ServingError
 
 
 @main.command()
@@ -85,7 +37,17 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @one_line_errors
 def predict(
-    rest, grpc_target, model, model_version, timeout, files, mnist_range, cache_dir, invert, as_json
+    rest,
+    grpc_target,
+    model,
+    model_version,
+    label,
+    timeout,
+    files,
+    mnist_range,
+    cache_dir,
+    invert,
+    as_json,
 ):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
@@ -94,6 +56,7 @@ def predict(
     from serving import client, inputs
 
     call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
+    version = version_choice(model_version, label)
     names, truths, pixel_sets, encoded = [], [], [], []
     for path in files:
         if not path.exists():
@@ -125,9 +88,7 @@ def predict(
         batches.append({"image_bytes": [raw for _, raw in encoded]})
     if pixel_sets:
         batches.append({"pixels": np.concatenate(pixel_sets)})
-    results = [
-        call(target, model, version=model_version, timeout=timeout, **batch) for batch in batches
-    ]
+    results = [call(target, model, version=version, timeout=timeout, **batch) for batch in batches]
     probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
     digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
     rows = [
@@ -163,27 +124,29 @@ def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
 @main.command()
 @server_options
 @one_line_errors
-def status(rest, grpc_target, model, model_version, timeout):
+def status(rest, grpc_target, model, model_version, label, timeout):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     from serving import client
 
     call, target = pick_server(
         rest, grpc_target, client.model_status_rest, client.model_status_grpc
     )
-    click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
+    version = version_choice(model_version, label)
+    click.echo(json.dumps(call(target, model, version, timeout), indent=2))
 
 
 @main.command()
 @server_options
 @one_line_errors
-def metadata(rest, grpc_target, model, model_version, timeout):
+def metadata(rest, grpc_target, model, model_version, label, timeout):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     from serving import client
 
     call, target = pick_server(
         rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
     )
-    click.echo(json.dumps(call(target, model, model_version, timeout), indent=2))
+    version = version_choice(model_version, label)
+    click.echo(json.dumps(call(target, model, version, timeout), indent=2))
 
 
 @main.command()
@@ -204,9 +167,17 @@ def metadata(rest, grpc_target, model, model_version, timeout):
 )
 @cache_dir_option
 @one_line_errors
-def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size, cache_dir):
+def verify(rest, grpc_target, model, model_version, label, timeout, run_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
     test set against the run's report. Exit 0 only when they agree."""
+    version = version_choice(model_version, label)
+    click.echo(
+        check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_size, cache_dir)
+    )
+
+
+def check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_size, cache_dir):
+    """serving verify's check -> its one-line summary; ServingError when they disagree."""
     from job.errors import JobError
     from job.report import read_report
     from serving import client
@@ -222,8 +193,8 @@ def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size
     )
     images, labels = load_mnist_test(cache_dir)
     result = check(
-        lambda pixels: call(target, model, version=model_version, timeout=timeout, pixels=pixels),
-        meta_call(target, model, model_version, timeout),
+        lambda pixels: call(target, model, version=version, timeout=timeout, pixels=pixels),
+        meta_call(target, model, version, timeout),
         images,
         labels,
         reported,
@@ -231,7 +202,7 @@ def verify(rest, grpc_target, model, model_version, timeout, run_dir, batch_size
     )
     if not result.agrees:
         raise ServingError(f"{target}: {result.summary()} ({run_dir})")
-    click.echo(result.summary())
+    return result.summary()
 
 
 @main.command()

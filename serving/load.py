@@ -1,0 +1,119 @@
+"""A load test: what a server answers at a given concurrency, how fast, and where it refuses.
+
+Like TF Serving's own mnist_client.py (--concurrency, --num_tests), but bounded by a count
+and a time, with latency percentiles and errors counted by code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent import futures
+from dataclasses import dataclass, field
+
+from serving.client import ServingError
+
+
+@dataclass
+class LoadResult:
+    """What a load run measured; ``latencies`` are the answered requests' seconds."""
+
+    images_per_request: int
+    concurrency: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies) + sum(self.errors.values())
+
+    def percentile_ms(self, q: float) -> float | None:
+        """None when nothing was answered (JSON has no NaN)."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return round(1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2)
+
+    def summary(self) -> dict:
+        answered = len(self.latencies)
+        return {
+            "requests": self.requests,
+            "answered": answered,
+            "concurrency": self.concurrency,
+            "images_per_request": self.images_per_request,
+            "seconds": round(self.seconds, 3),
+            "requests_per_second": round(answered / self.seconds, 2) if self.seconds else 0.0,
+            "images_per_second": (
+                round(answered * self.images_per_request / self.seconds, 1) if self.seconds else 0.0
+            ),
+            "latency_ms": {
+                name: self.percentile_ms(q)
+                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            },
+            "errors": dict(sorted(self.errors.items())),
+        }
+
+    def table(self) -> str:
+        s = self.summary()
+        lat = {k: "-" if v is None else f"{v:.1f}" for k, v in s["latency_ms"].items()}
+        lines = [
+            f"{s['requests']} requests ({s['answered']} answered) of {s['images_per_request']} "
+            f"images at concurrency {s['concurrency']} in {s['seconds']:.1f} s",
+            f"throughput: {s['requests_per_second']:.1f} requests/s, "
+            f"{s['images_per_second']:.0f} images/s",
+            f"latency ms: p50 {lat['p50']}, p90 {lat['p90']}, p99 {lat['p99']}, max {lat['max']}",
+        ]
+        errors = ", ".join(f"{code} {n}" for code, n in s["errors"].items()) or "none"
+        return "\n".join([*lines, f"errors: {errors}"])
+
+
+def run_load(
+    make_sender,
+    images_per_request: int,
+    concurrency: int,
+    max_requests: int | None,
+    max_seconds: float,
+    progress=None,
+) -> LoadResult:
+    """Send requests from ``concurrency`` workers until ``max_requests`` are sent or
+    ``max_seconds`` have passed, whichever comes first.
+
+    Args:
+        make_sender: called once per worker before the clock starts; returns ``send(i)``,
+            which sends request i and raises ServingError (with its code) when it is not
+            answered.
+        progress: called about once a second with the LoadResult so far.
+    """
+    result = LoadResult(images_per_request, concurrency)
+    lock, counter = threading.Lock(), iter(range(max_requests or 2**62))
+    senders = [make_sender() for _ in range(concurrency)]  # set up before the clock starts
+    started = time.perf_counter()
+    deadline = started + max_seconds
+
+    def worker(send) -> None:
+        while time.perf_counter() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            sent = time.perf_counter()
+            try:
+                send(i)
+                with lock:
+                    result.latencies.append(time.perf_counter() - sent)
+            except ServingError as exc:
+                with lock:
+                    result.errors[exc.code or "CLIENT"] += 1
+
+    with futures.ThreadPoolExecutor(concurrency) as pool:
+        running = [pool.submit(worker, send) for send in senders]
+        while futures.wait(running, timeout=1.0).not_done:
+            result.seconds = time.perf_counter() - started
+            if progress:
+                progress(result)
+        for done in running:
+            done.result()  # a bug in a worker surfaces here
+    result.seconds = time.perf_counter() - started
+    return result
