@@ -6,9 +6,11 @@ A check loosened or tightened by one fails here (``make mutants`` measures how w
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from job.export import versions
 from serving import inputs
 from serving.client import ServingError
 from tests.conftest import make_arrays
+from tests.test_data import bad_npz
 
 # --------------------------------------------------------------------------- data: labels, pixels
 
@@ -93,7 +96,7 @@ def test_infinite_and_nan_pixels_are_refused(value):
     ],
 )
 def test_arrays_of_the_wrong_shape_or_type_are_refused(changes, problem):
-    with pytest.raises(DataError, match=problem):
+    with pytest.raises(DataError, match=f"^test.npz: {problem}"):
         verify(**changes)
 
 
@@ -131,18 +134,57 @@ def test_checksums_and_description():
     }
 
 
+def test_the_data_checksum_is_the_sha256_of_the_array_sha256s_in_order(monkeypatch):
+    checked = arrays.verify_arrays(make_arrays(20, 10), "test.npz")
+    digests = [hashlib.sha256(getattr(checked, k).tobytes()).hexdigest() for k in arrays.ARRAY_KEYS]
+    assert arrays.arrays_sha256(checked) == hashlib.sha256("".join(digests).encode()).hexdigest()
+    monkeypatch.setattr(
+        arrays, "CANONICAL_ARRAY_SHA256", dict(zip(arrays.ARRAY_KEYS, digests, strict=True))
+    )
+    assert arrays.is_canonical(checked)
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("missing file", "no such file"),
+        ("directory", "is a directory, expected an .npz file"),
+        ("empty", "is empty"),
+        ("not a zip", "is not a valid .npz file (not a zip archive)"),
+        ("needs pickle", "holds Python objects that need pickle; refused"),
+        ("corrupted", "is not a valid .npz file (BadZipFile: Bad CRC-32 for file 'x_train.npy')"),
+    ],
+)
+def test_read_npz_names_the_file_and_says_exactly_what_is_wrong(tmp_path, kind, problem):
+    path, _ = bad_npz(tmp_path, kind)
+    with pytest.raises(DataError) as err:
+        arrays.read_npz(path)
+    assert str(err.value) == f"{path}: {problem}"
+
+
+def test_an_npz_member_that_is_not_an_array_is_refused(tmp_path):
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", b"\x93NUMPY\x01\x00\x04\x00{}  ")  # a header without keys
+    with pytest.raises(DataError) as err:
+        arrays.read_npz(path)
+    assert str(err.value).startswith(f"{path}: is not a valid .npz file (")
+    assert "pickle" not in str(err.value)
+
+
 def test_an_npz_round_trips_and_a_single_npy_is_refused(tmp_path):
     checked = arrays.verify_arrays(make_arrays(20, 10), "test.npz")
     path = tmp_path / "mnist.npz"
     arrays.write_npz_atomic(checked, path)
     again = arrays.read_npz(path)
     assert arrays.arrays_sha256(again) == arrays.arrays_sha256(checked)
-    assert arrays.file_sha256(path) == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert arrays.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     npy = tmp_path / "one.npz"
     with open(npy, "wb") as f:
         np.save(f, np.zeros(3))
-    with pytest.raises(DataError, match="single .npy array"):
+    with pytest.raises(DataError) as err:
         arrays.read_npz(npy)
+    assert str(err.value) == f"{npy}: is a single .npy array, expected an .npz archive"
 
 
 # --------------------------------------------------------------------------- the quality gate

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ def mode(path) -> int:
 
 
 def test_write_atomic_replaces_the_whole_file_with_plain_permissions(tmp_path):
-    target = tmp_path / "new" / "out.bin"
+    target = tmp_path / "new" / "folders" / "out.bin"
     assert files.write_atomic(target, lambda f: f.write(b"first")) == target
     files.write_atomic(target, lambda f: f.write(b"second"))
     assert target.read_bytes() == b"second"
@@ -45,6 +46,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         files.write_atomic(target, fail)
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="file/out.json: cannot write"):
+        files.write_atomic(tmp_path / "file" / "out.json", lambda f: f.write(b"{}"))
 
 
 def test_the_write_goes_through_a_temporary_file_in_the_same_folder(tmp_path):
@@ -81,7 +88,7 @@ class FakeModel:
 
 
 def test_save_keras_atomic_saves_under_a_keras_suffix_then_renames(tmp_path):
-    target = tmp_path / "sub" / "model.keras"
+    target = tmp_path / "new" / "folders" / "model.keras"
     model = FakeModel()
     assert files.save_keras_atomic(model, target) == target
     assert model.saved_to.suffix == ".keras" and model.saved_to != target
@@ -103,6 +110,8 @@ def test_check_writable_dir_makes_the_folder_and_leaves_it_empty(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError):
         files.check_writable_dir(tmp_path / "file")
+    with pytest.raises(OSError):  # exists, but no file can be made in it, even by root
+        files.check_writable_dir(Path("/proc/self"))
 
 
 # --------------------------------------------------------------------------- the run directory
