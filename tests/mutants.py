@@ -54,11 +54,16 @@ TARGETS = {
         ("tests/test_boundaries.py", "-k", "gate or tolerance or floor or bless")
     ),
     "job/export/versions.py": Target(
-        ("tests/test_boundaries.py", "tests/test_gate.py::test_gate_decisions")
+        (
+            "tests/test_boundaries.py",
+            "tests/test_gate.py::test_gate_decisions",
+            "-k",
+            "version or rename or baseline or gate",
+        )
     ),
     # The input limits only: the batch limit, the image size read from the header, decoding.
     "job/export/signatures.py": Target(
-        ("tests/test_boundaries.py", "-k", "batch or image or header"),
+        ("tests/test_signature_limits.py",),
         functions=(
             "x__within_batch_limit__*",
             "x__unsigned__*",

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,12 +123,26 @@ def test_run_names_are_the_utc_time_and_six_hex_digits():
     assert re.fullmatch(r"20260102T030405Z-[0-9a-f]{6}", name)
 
 
+def test_run_names_take_the_utc_time_whatever_the_local_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9 all year
+    time.tzset()
+    try:
+        before = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = rundir.new_run_name()
+        after = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert before <= name.split("-")[0] <= after
+
+
 def test_an_exclusive_claim_makes_the_folder_and_refuses_an_existing_one(tmp_path):
     run_dir = tmp_path / "runs" / "r1"
     with rundir.claim(run_dir, overwrite=False, exclusive=True) as held:
         assert held.created and not held.started
         lock = (run_dir / rundir.LOCK_FILENAME).read_text()
         assert lock == f"pid {os.getpid()} on {os.uname().nodename}\n"
+        assert mode(run_dir / rundir.LOCK_FILENAME) == 0o644 & ~files._umask()
         held.mark_started()
     with (
         pytest.raises(JobError, match=f"^{run_dir}: already exists; choose another --output-dir$"),
@@ -148,6 +163,20 @@ def test_a_claimed_folder_is_refused_to_a_second_claim(tmp_path):
         assert run_dir.is_dir()  # the refused claim removed nothing
     with rundir.claim(run_dir, overwrite=False, exclusive=False) as again:
         assert not again.created  # the lock went with the first claim
+
+
+@pytest.mark.parametrize(
+    ("content", "holder"), [(b"", "another process"), (b"pid 7 \xff\n", "pid 7 \ufffd")]
+)
+def test_the_refusal_names_the_holder_as_its_lock_file_states_it(tmp_path, content, holder):
+    run_dir = tmp_path / "run"
+    with rundir.claim(run_dir, overwrite=False, exclusive=False):
+        (run_dir / rundir.LOCK_FILENAME).write_bytes(content)
+        with (
+            pytest.raises(JobError, match=f"in use by a live run \\({holder}\\); choose another"),
+            rundir.claim(run_dir, overwrite=False, exclusive=False),
+        ):
+            pass
 
 
 def test_a_run_that_fails_before_it_starts_leaves_no_folder(tmp_path):
@@ -193,6 +222,14 @@ def test_a_finished_run_is_kept_unless_overwrite_clears_it(tmp_path):
         assert sorted(os.listdir(run_dir)) == [rundir.LOCK_FILENAME, REPORT_FILENAME]
 
 
+def test_overwrite_clears_what_is_there_and_minds_nothing_missing(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / REPORT_FILENAME).write_text("{}")
+    with rundir.claim(run_dir, overwrite=True, exclusive=False):
+        assert sorted(os.listdir(run_dir)) == [rundir.LOCK_FILENAME, REPORT_FILENAME]
+
+
 def test_an_unfinished_run_is_resumed_not_cleared(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / rundir.BACKUP_DIRNAME).mkdir(parents=True)
@@ -224,6 +261,10 @@ def test_staged_outputs_replace_the_old_ones_and_the_report_goes_first(tmp_path)
     rundir.commit_outputs(staging, run_dir)
     assert sorted(os.listdir(run_dir)) == ["loss.png", "model.keras"]
     assert (run_dir / "loss.png").read_text() == "new"
+    staging.mkdir()  # a first run has no report to remove
+    (staging / "accuracy.png").write_text("new")
+    rundir.commit_outputs(staging, run_dir)
+    assert sorted(os.listdir(run_dir)) == ["accuracy.png", "loss.png", "model.keras"]
 
 
 def test_a_staging_folder_left_by_a_crash_is_discarded(tmp_path):
@@ -234,15 +275,26 @@ def test_a_staging_folder_left_by_a_crash_is_discarded(tmp_path):
     (tmp_path / rundir.BACKUP_DIRNAME).mkdir()
     rundir.remove_backup(tmp_path)
     assert os.listdir(tmp_path) == []
+    rundir.remove_backup(tmp_path)  # nothing to remove is fine
 
 
 def test_a_run_without_a_loadable_model_is_one_line(tmp_path):
-    with pytest.raises(
-        JobError, match=f"model.keras: no trained model \\(is {tmp_path} a finished"
-    ):
+    with pytest.raises(JobError, match=f"model.keras: no trained model \\(is {tmp_path} a"):
         rundir.load_trained_model(tmp_path)
     (tmp_path / rundir.MODEL_FILENAME).write_text("not a model")
-    with pytest.raises(JobError, match="model.keras: cannot load the model"):
+    with pytest.raises(JobError, match="model.keras: cannot load the model \\(ValueError: "):
+        rundir.load_trained_model(tmp_path)
+
+
+def test_a_trained_model_loads_and_one_that_runs_python_code_is_refused(tmp_path):
+    import keras
+
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    plain.save(tmp_path / rundir.MODEL_FILENAME)
+    assert rundir.load_trained_model(tmp_path).count_params() == 3
+    unsafe = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2)])
+    unsafe.save(tmp_path / rundir.MODEL_FILENAME)
+    with pytest.raises(JobError, match="cannot load the model .*Lambda"):
         rundir.load_trained_model(tmp_path)
 
 

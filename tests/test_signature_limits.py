@@ -1,0 +1,71 @@
+"""The exported model's own input limits, at their edges: MAX_BATCH inputs and one more, an
+image of exactly MAX_IMAGE_PIXELS pixels and one more, sizes read from image headers."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from job.export import contract as c
+from job.export.signatures import _decode_to_pixels, _within_batch_limit, image_header_size
+from tests.test_boundaries import png
+
+
+def test_a_batch_of_exactly_max_batch_passes_and_one_more_is_refused():
+    edge = tf.zeros([c.MAX_BATCH, 2], tf.uint8)
+    assert _within_batch_limit(edge).shape == (c.MAX_BATCH, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 1024 inputs; split it"):
+        _within_batch_limit(tf.zeros([c.MAX_BATCH + 1, 2], tf.uint8))
+
+
+def test_an_image_of_exactly_the_pixel_limit_is_decoded_and_one_more_refused():
+    decoded = _decode_to_pixels(tf.constant(png(2000, 2000)))
+    assert decoded.shape == (28, 28) and decoded.dtype == tf.float32
+    assert float(tf.reduce_max(decoded)) == 0.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image larger than 4000000 pixels"):
+        _decode_to_pixels(tf.constant(png(c.MAX_IMAGE_PIXELS + 1, 1)))
+
+
+def test_a_28x28_image_is_decoded_as_it_is():
+    image = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    decoded = _decode_to_pixels(tf.constant(out.getvalue()))
+    np.testing.assert_array_equal(decoded.numpy(), image.astype(np.float32))
+
+
+def bmp_top_down(width: int, height: int) -> bytes:
+    """A BMP whose header states a negative height: rows stored top to bottom."""
+    out = io.BytesIO()
+    Image.new("L", (width, height), 0).save(out, "BMP")
+    raw = bytearray(out.getvalue())
+    raw[22:26] = struct.pack("<i", -height)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(("width", "height"), [(30, 41), (300, 2), (1, 60000)])
+def test_header_sizes_of_every_format(width, height):
+    def encoded(fmt):
+        out = io.BytesIO()
+        Image.new("L", (width, height), 0).save(out, fmt)
+        return out.getvalue()
+
+    for raw in (
+        png(width, height),
+        encoded("GIF"),
+        encoded("BMP"),
+        bmp_top_down(width, height),
+        encoded("JPEG"),
+    ):
+        assert image_header_size(tf.constant(raw)).numpy().tolist() == [height, width]
+
+
+def test_header_sizes_of_other_bytes_are_zero_and_a_cut_header_is_refused():
+    assert image_header_size(tf.constant(b"hello, not an image")).numpy().tolist() == [0, 0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image bytes end inside the header"):
+        image_header_size(tf.constant(png(28, 28)[:23]))
