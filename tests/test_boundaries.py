@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -363,6 +365,10 @@ def test_read_npy_takes_one_array_only(tmp_path):
         np.savez(f, a=np.zeros(1))
     with pytest.raises(ServingError, match="an .npz archive; expected one .npy array"):
         inputs.read_npy(archive)
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 28)))
+    with pytest.raises(ServingError, match=f"^{wrong}: shape \\(3, 28\\)"):
+        inputs.read_npy(wrong)
     garbage = tmp_path / "garbage.npy"
     garbage.write_bytes(b"not numpy")
     with pytest.raises(ServingError, match="garbage.npy: not a readable .npy array"):
@@ -377,12 +383,20 @@ def png(width: int, height: int) -> bytes:
 
 def test_client_image_of_exactly_the_pixel_limit_is_sent_and_one_more_refused(tmp_path):
     assert c.MAX_IMAGE_PIXELS == 2000 * 2000
+    assert c.MAX_IMAGE_PIXELS + 1 == 41 * 97561
     edge, over = tmp_path / "edge.png", tmp_path / "over.png"
     edge.write_bytes(png(2000, 2000))
-    over.write_bytes(png(c.MAX_IMAGE_PIXELS + 1, 1))
+    over.write_bytes(png(41, 97561))
     assert inputs.read_image_bytes(edge) == edge.read_bytes()
-    with pytest.raises(ServingError, match=f"4000001x1 pixels; the limit is {c.MAX_IMAGE_PIXELS}$"):
+    with pytest.raises(ServingError, match=f"41x97561 pixels; the limit is {c.MAX_IMAGE_PIXELS}$"):
         inputs.read_image_bytes(over)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP"])
+def test_client_sends_every_format_the_model_decodes(tmp_path, fmt):
+    path = tmp_path / f"digit.{fmt.lower()}"
+    Image.new("L", (28, 28), 0).save(path, fmt)
+    assert inputs.read_image_bytes(path) == path.read_bytes()
 
 
 def test_client_refuses_formats_the_model_cannot_decode(tmp_path):
@@ -399,10 +413,24 @@ def test_client_refuses_formats_the_model_cannot_decode(tmp_path):
 @pytest.mark.parametrize("invert", [False, True])
 def test_image_to_pixels_resizes_and_inverts(tmp_path, invert):
     path = tmp_path / "big.png"
-    Image.new("L", (56, 84), 200).save(path)
+    Image.new("RGB", (56, 84), (200, 200, 200)).save(path)
     pixels = inputs.image_to_pixels(path, invert=invert)
     assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
     assert (pixels == (55 if invert else 200)).all()
+
+
+def test_image_to_pixels_says_one_line_for_data_that_does_not_decode(tmp_path):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+    path = tmp_path / "broken.png"  # whole chunks that pass verify(); the pixels are not zlib
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ServingError, match=f"^{path}: cannot decode the image \\(broken data"):
+        inputs.image_to_pixels(path, invert=False)
 
 
 @pytest.mark.parametrize(
