@@ -27,8 +27,38 @@ def test_an_image_of_exactly_the_pixel_limit_is_decoded_and_one_more_refused():
     decoded = _decode_to_pixels(tf.constant(png(2000, 2000)))
     assert decoded.shape == (28, 28) and decoded.dtype == tf.float32
     assert float(tf.reduce_max(decoded)) == 0.0
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image larger than 4000000 pixels"):
-        _decode_to_pixels(tf.constant(png(c.MAX_IMAGE_PIXELS + 1, 1)))
+    for width, height in [(c.MAX_IMAGE_PIXELS + 1, 1), (41, 97561)]:  # 4000001 pixels each
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image larger than 4000000"):
+            _decode_to_pixels(tf.constant(png(width, height)))
+
+
+def test_the_decoded_shape_is_known_when_the_graph_is_built():
+    traced = tf.function(_decode_to_pixels).get_concrete_function(tf.TensorSpec([], tf.string))
+    assert traced.structured_outputs.shape.as_list() == [28, 28]
+
+
+def test_colour_images_are_decoded_as_grey():
+    out = io.BytesIO()
+    Image.new("RGB", (28, 28), (10, 200, 30)).save(out, "PNG")
+    grey = Image.new("RGB", (28, 28), (10, 200, 30)).convert("L").getpixel((0, 0))
+    decoded = _decode_to_pixels(tf.constant(out.getvalue())).numpy()
+    assert abs(decoded - grey).max() <= 1
+
+
+def test_an_animated_gif_is_decoded_as_its_first_frame():
+    out = io.BytesIO()
+    frames = [Image.new("L", (28, 28), 255), Image.new("L", (28, 28), 0)]
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    decoded = _decode_to_pixels(tf.constant(out.getvalue())).numpy()
+    assert decoded.shape == (28, 28) and decoded.min() == 255
+
+
+def test_a_larger_image_is_smoothed_as_it_shrinks_not_sampled():
+    checkerboard = (np.indices((84, 84)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(checkerboard).save(out, "PNG")
+    decoded = _decode_to_pixels(tf.constant(out.getvalue())).numpy()
+    assert 90 < decoded.min() <= decoded.max() < 165  # each 3x3 block averaged: 4/9 or 5/9 lit
 
 
 def test_a_28x28_image_is_decoded_as_it_is():
