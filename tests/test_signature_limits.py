@@ -97,5 +97,6 @@ def test_header_sizes_of_every_format(width, height):
 
 def test_header_sizes_of_other_bytes_are_zero_and_a_cut_header_is_refused():
     assert image_header_size(tf.constant(b"hello, not an image")).numpy().tolist() == [0, 0]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image bytes end inside the header"):
+    cut = "^image bytes end inside the header\n"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=cut):
         image_header_size(tf.constant(png(28, 28)[:23]))
