@@ -95,7 +95,7 @@ test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster t
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
 
 .PHONY: mutants
-mutants: data $(MUTANTS_INSTALLED) ## Mutation testing of the modules that guard data, outputs and the gate (~20 min)
+mutants: data $(MUTANTS_INSTALLED) ## Mutation testing of the modules that guard data, outputs and the gate (~25 min)
 	$(BIN)/python tests/mutants.py $(ARGS)
 
 .PHONY: lint
