@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 LINT_VENV := .venv-lint
 LINT_INSTALLED := $(LINT_VENV)/.installed
+MUTANTS_INSTALLED := $(VENV)/.mutants-installed
 TF_VERSION := 2.21.0
 
 # Where MNIST is cached (both runtimes), and where runs and exports land on the host.
@@ -55,6 +56,11 @@ $(LINT_INSTALLED): requirements-lint.lock
 	$(LINT_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-lint.lock
 	touch $@
 
+# mutmut goes into .venv itself (it runs the job's tests in-process), from a lock of its own.
+$(MUTANTS_INSTALLED): requirements-mutants.lock $(INSTALLED)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-mutants.lock
+	touch $@
+
 .PHONY: venv
 venv: $(INSTALLED) ## Create .venv from the development lock file
 
@@ -88,6 +94,10 @@ test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster t
 	@sinfo -h >/dev/null 2>&1 || { echo "make test-slurm: no Slurm cluster answers sinfo here"; exit 2; }
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
 
+.PHONY: mutants
+mutants: data $(MUTANTS_INSTALLED) ## Mutation testing of the modules that guard data, outputs and the gate (~25 min)
+	$(BIN)/python tests/mutants.py $(ARGS)
+
 .PHONY: lint
 lint: $(INSTALLED) $(LINT_INSTALLED) ## ruff, hadolint, checkov, bandit, zizmor and actionlint
 	$(BIN)/ruff check job serving tests bench
@@ -107,6 +117,9 @@ lock: $(INSTALLED) ## Regenerate the hashed lock files: runtime, development, li
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-dev.lock
+	$(BIN)/uv pip compile requirements-mutants.in -c requirements-dev.lock --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		-o requirements-mutants.lock
 	$(BIN)/uv pip compile requirements-lint.in --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-lint.lock
 
@@ -172,5 +185,5 @@ bench-profile: data ## Time per kernel of the default recipe's training step (AR
 
 .PHONY: clean
 clean: ## Remove the virtualenvs and caches (keeps runs/, models/ and the MNIST cache)
-	rm -rf $(VENV) $(LINT_VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(LINT_VENV) build/mutants .pytest_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -115,11 +115,8 @@ def verify_arrays(raw: dict[str, np.ndarray], source: object) -> MnistArrays:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_npz(path: Path) -> MnistArrays:

@@ -96,8 +96,9 @@ def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
         message=f"image larger than {c.MAX_IMAGE_PIXELS} pixels; MNIST digits are 28x28",
     )
     with tf.control_dependencies([check]):
-        image = tf.io.decode_image(encoded, channels=1, dtype=tf.uint8, expand_animations=False)
-    image = tf.cast(image, tf.float32)
+        # As RGB, then grey: TensorFlow refuses to decode a GIF to one channel.
+        image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)
     size = tf.shape(image)[:2]
     image = tf.cond(
         tf.reduce_all(tf.equal(size, [c.IMAGE_SIZE, c.IMAGE_SIZE])),

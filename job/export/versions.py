@@ -68,8 +68,8 @@ def newest_recorded_accuracy(export_dir: Path) -> tuple[int, float] | None:
     for version in reversed(existing_versions(export_dir)):
         record = export_dir / str(version) / "assets.extra" / c.RUN_INFO_FILE
         try:
-            accuracy = json.loads(record.read_text())["test"]["accuracy"]
+            accuracy = float(json.loads(record.read_text())["test"]["accuracy"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # exported by something else, or unreadable: not a baseline
-        return version, float(accuracy)
+        return version, accuracy
     return None
