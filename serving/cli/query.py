@@ -128,11 +128,8 @@ def status(rest, grpc_target, model, model_version, label, timeout):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     from serving import client
 
-    call, target = pick_server(
-        rest, grpc_target, client.model_status_rest, client.model_status_grpc
-    )
-    version = version_choice(model_version, label)
-    click.echo(json.dumps(call(target, model, version, timeout), indent=2))
+    calls = (client.model_status_rest, client.model_status_grpc)
+    print_answer(rest, grpc_target, calls, model, version_choice(model_version, label), timeout)
 
 
 @main.command()
@@ -142,10 +139,13 @@ def metadata(rest, grpc_target, model, model_version, label, timeout):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     from serving import client
 
-    call, target = pick_server(
-        rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
-    )
-    version = version_choice(model_version, label)
+    calls = (client.model_metadata_rest, client.model_metadata_grpc)
+    print_answer(rest, grpc_target, calls, model, version_choice(model_version, label), timeout)
+
+
+def print_answer(rest, grpc_target, calls, model, version, timeout) -> None:
+    """Ask the server given with the (REST, gRPC) call pair and print its answer as JSON."""
+    call, target = pick_server(rest, grpc_target, *calls)
     click.echo(json.dumps(call(target, model, version, timeout), indent=2))
 
 
