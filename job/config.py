@@ -24,6 +24,12 @@ class Recipe:
     translate_pixels: int  # random shifts of up to this many pixels in the input pipeline
     weight_decay: float | None  # Adam's decoupled weight decay (None: none, as the seed)
 
+    def settings_beyond_config(self) -> dict:
+        """What the recipe sets beyond ``TrainConfig`` (which has its name, epochs and
+        batch): every other field, for the report's ``training.recipe``."""
+        in_config = {f.name for f in dataclasses.fields(TrainConfig)} | {"name"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in in_config}
+
 
 DEFAULT_RECIPE = Recipe("default", 32, 5, False, 0.001, 0, None)
 # Trains on all 60,000 images for the whole schedule: holding out 10% for early stopping

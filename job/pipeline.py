@@ -7,7 +7,6 @@ run directory with a report is a finished run.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import numpy as np
 
 from job import data as data_stage
 from job import rundir
-from job.config import JobConfig, Recipe, TrainConfig, recipe_named
+from job.config import JobConfig, TrainConfig, recipe_named
 from job.errors import JobError
 from job.export.versions import check_version_free
 from job.files import save_keras_atomic
@@ -48,7 +47,7 @@ def run_training(config: JobConfig) -> dict:
     """Train, evaluate, write figures, model, export and report. Returns the report
     (empty on multi-worker workers other than the chief, which write nothing)."""
     role = cluster.this_role(config.environ)
-    lock_suffix = "" if role.is_chief else role.label
+    lock_suffix = "" if role.is_chief else f"{role.task_type}-{role.task_id}"
     with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
         started = time.perf_counter()
         if config.export and config.export_version is not None:
@@ -177,7 +176,7 @@ def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) 
         training={
             "batch_shards": setup.shards,
             "adam_update": setup.adam_update,
-            "recipe": recipe_settings(recipe_named(t.recipe)),
+            "recipe": recipe_named(t.recipe).settings_beyond_config(),
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
             "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device_info["used"]),
@@ -195,13 +194,9 @@ def gate_and_export(config: JobConfig, setup: Setup, report: dict) -> dict | Non
     from job import gate
     from job.export import model_card, savedmodel
 
-    test = report["test"]
+    test, c = report["test"], config
     blessing = gate.decide(
-        test["accuracy"],
-        config.export_dir,
-        config.min_test_accuracy,
-        config.gate,
-        config.gate_tolerance,
+        test["accuracy"], c.export_dir, c.min_test_accuracy, c.gate, c.gate_tolerance
     )
     report["blessing"] = blessing
     if blessing["blessed"]:
@@ -209,12 +204,9 @@ def gate_and_export(config: JobConfig, setup: Setup, report: dict) -> dict | Non
         run_info["test"] = {"loss": test["loss"], "accuracy": test["accuracy"]}
         arrays = setup.dataset.arrays
         limits = model_card.measure_limits(setup.net, arrays.x_test, arrays.y_test)
+        card = model_card.build_card(report, limits)
         path = savedmodel.export_for_serving(
-            setup.net,
-            config.export_dir,
-            config.export_version,
-            run_info=run_info,
-            model_card=model_card.build_card(report, limits),
+            setup.net, c.export_dir, c.export_version, run_info=run_info, model_card=card
         )
         report["artifacts"]["export"] = str(path)
     return blessing
@@ -231,16 +223,5 @@ def commit(config: JobConfig, staging: Path, report: dict) -> None:
     rundir.commit_outputs(staging, config.run_dir)
     write_report(config.run_dir, report)
     rundir.remove_backup(config.run_dir)
-    log.info(
-        "test accuracy %.4f, loss %.4f; report in %s",
-        report["test"]["accuracy"],
-        report["test"]["loss"],
-        config.run_dir / REPORT_FILENAME,
-    )
-
-
-def recipe_settings(recipe: Recipe) -> dict:
-    """What the recipe sets beyond ``config.train`` (which has its name, epochs and
-    batch): every other field of the recipe."""
-    in_config = {field.name for field in dataclasses.fields(TrainConfig)} | {"name"}
-    return {k: v for k, v in dataclasses.asdict(recipe).items() if k not in in_config}
+    test, path = report["test"], config.run_dir / REPORT_FILENAME
+    log.info("test accuracy %.4f, loss %.4f; report in %s", test["accuracy"], test["loss"], path)

@@ -62,10 +62,6 @@ class Role:
     task_id: int
     is_chief: bool
 
-    @property
-    def label(self) -> str:
-        return f"{self.task_type}-{self.task_id}"
-
 
 def this_role(env: Mapping[str, str]) -> Role:
     """This process's role when several workers train together; "single" otherwise."""

@@ -32,11 +32,8 @@ log = logging.getLogger(__name__)
 
 # How a collective op fails when a peer is gone: its connection closed, the health check's
 # abort ("cluster check alive failed"), or a timeout.
-PEER_FAILURES = (
-    tf.errors.UnavailableError,
-    tf.errors.DeadlineExceededError,
-    tf.errors.AbortedError,
-)
+errors = tf.errors
+PEER_FAILURES = (errors.UnavailableError, errors.DeadlineExceededError, errors.AbortedError)
 
 
 @dataclass
