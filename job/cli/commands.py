@@ -13,6 +13,7 @@ from job.cli.options import (
     export_dir_option,
     export_version_option,
     gate_options,
+    run_option,
 )
 
 
@@ -33,13 +34,7 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None
 
 
 @click.command()
-@click.option(
-    "--run",
-    "run_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="A finished run directory (holds model.keras and metrics.json).",
-)
+@run_option("A finished run directory (holds model.keras and metrics.json).")
 @export_dir_option
 @export_version_option
 @gate_options

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from job.cli.options import cache_dir_option, option_group
+from job.cli.options import cache_dir_option, option_group, run_option
 from job.export import contract as c
 from serving.cli import (
     MAX_LOAD_SECONDS,
@@ -221,13 +221,7 @@ def rollout_canary(config_path, rest, grpc_target, model, timeout, wait, version
 
 @rollout.command("promote")
 @rollout_options
-@click.option(
-    "--run",
-    "run_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The run that made the canary (its metrics.json).",
-)
+@run_option("The run that made the canary (its metrics.json).")
 @cache_dir_option
 @one_line_errors
 def rollout_promote(config_path, rest, grpc_target, model, timeout, wait, run_dir, cache_dir):

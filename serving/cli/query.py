@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from job.cli.options import cache_dir_option
+from job.cli.options import cache_dir_option, run_option
 from job.export import contract as c
 from serving.cli import (
     main,
@@ -151,13 +151,7 @@ def print_answer(rest, grpc_target, calls, model, version, timeout) -> None:
 
 @main.command()
 @server_options
-@click.option(
-    "--run",
-    "run_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The finished run whose model is served (its metrics.json).",
-)
+@run_option("The finished run whose model is served (its metrics.json).")
 @click.option(
     "--batch-size",
     type=click.IntRange(1, c.MAX_BATCH),
