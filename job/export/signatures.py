@@ -35,6 +35,13 @@ def _within_batch_limit(batch: tf.Tensor) -> tf.Tensor:
         return tf.identity(batch)
 
 
+def _of_image_shape(images: tf.Tensor) -> tf.Tensor:
+    """``images`` unchanged, or InvalidArgument unless they are [batch, 28, 28]. A server
+    feeds what a request holds, whatever the signature says; with oneDNN on, TensorFlow's
+    convolution aborts the whole process on a wrong shape instead of refusing it."""
+    return tf.ensure_shape(images, [None, c.IMAGE_SIZE, c.IMAGE_SIZE])
+
+
 def _unsigned(encoded: tf.Tensor, start: int, size: int, big_endian: bool) -> tf.Tensor:
     """The unsigned integer in bytes ``start``..``start + size`` of ``encoded``."""
     long_enough = tf.debugging.assert_greater_equal(
@@ -116,11 +123,11 @@ def build_archive(model: keras.Model) -> keras.export.ExportArchive:
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.uint8, c.INPUT_PIXELS)])
     def serve_pixels(images):
-        return _classify(model, _within_batch_limit(images))
+        return _classify(model, _within_batch_limit(_of_image_shape(images)))
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.float32, c.INPUT_PIXELS)])
     def serve_pixels_float(images):
-        return _classify(model, _within_batch_limit(images))
+        return _classify(model, _within_batch_limit(_of_image_shape(images)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, c.INPUT_IMAGE_BYTES)])
     def serve_image_bytes(image_bytes):
