@@ -153,7 +153,8 @@ def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) 
         net, setup.x_test, arrays.y_test
     )
     metrics = evaluate.compute_metrics(arrays.y_test, probabilities)
-    figures = plots.save_run_figures(staging, result.history, arrays, probabilities, t.seed)
+    matrix = metrics["confusion_matrix"]
+    figures = plots.save_run_figures(staging, result.history, arrays, probabilities, matrix, t.seed)
     save_keras_atomic(net, staging / rundir.MODEL_FILENAME)
     tensorboard.write_run_summary(
         config.run_dir / rundir.TENSORBOARD_DIRNAME,

@@ -93,11 +93,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
-def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, seed: int):
+def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, matrix, seed: int):
     """A run's four figures into ``out_dir``: the learning curves from the history's
     DataFrame, four random test images with their predictions, the confusion matrix."""
-    from job.evaluate import confusion_matrix
-
     frame = pd.DataFrame(history)
     picks = np.random.default_rng(seed).choice(len(arrays.x_test), 4, replace=False)
     figures = {
@@ -106,9 +104,7 @@ def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, 
         "predictions.png": predictions_figure(
             arrays.x_test[picks], arrays.y_test[picks], probabilities[picks]
         ),
-        "confusion_matrix.png": confusion_matrix_figure(
-            confusion_matrix(arrays.y_test, probabilities.argmax(axis=1))
-        ),
+        "confusion_matrix.png": confusion_matrix_figure(np.asarray(matrix)),
     }
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
