@@ -7,23 +7,17 @@ with one line that says what went wrong.
 from __future__ import annotations
 
 import base64
+import contextlib
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
 
 from job.export import contract as c
-
-
-class ServingError(Exception):
-    """A failed request or an input that cannot be sent; the message is one line, and
-    ``code`` names the failure for counting: "HTTP 400", a gRPC code such as
-    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED" or "UNAVAILABLE" (both protocols), or "" for an
-    input refused before sending."""
-
-    def __init__(self, message: str, code: str = ""):
-        super().__init__(message)
-        self.code = code
-
+from serving import ServingError
+from serving.inputs import check_pixels
 
 # --------------------------------------------------------------------------- requests
 
@@ -32,8 +26,6 @@ def _choose_input(pixels, image_bytes, signature: str | None = None):
     """Exactly one kind of input, within the batch limit and in its signature's dtype (the
     server casts nothing) -> (signature, input name, values). Pixels go to serving_default
     as uint8, or to predict_float as float32 when ``signature`` says so."""
-    from serving.inputs import check_pixels
-
     if (pixels is None) == (image_bytes is None):
         raise ServingError("give exactly one of pixels or image_bytes")
     if pixels is not None:
@@ -53,6 +45,32 @@ def check_batch(count: int) -> None:
         raise ServingError("nothing to send: give image files, .npy files or --mnist-test")
     if count > c.MAX_BATCH:
         raise ServingError(f"{count} inputs in one request; the limit is {c.MAX_BATCH}")
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def rest_address(text: str) -> str:
+    """A REST base URL: ``host:port`` means ``http://host:port``; http(s) only."""
+    url = text if "://" in text else f"http://{text}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        parts = None
+    if not parts or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServingError(f"{text!r}: expected a REST address such as http://localhost:8501")
+    return url.rstrip("/")
+
+
+def grpc_address(text: str) -> str:
+    """A gRPC target HOST:PORT; a URL is refused (gRPC speaks no http://)."""
+    if "://" in text:
+        hostport = text.split("://", 1)[1].rstrip("/")
+        raise ServingError(f"{text!r}: a gRPC target takes no scheme; write {hostport}")
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}", text):
+        raise ServingError(f"{text!r}: expected a gRPC target HOST:PORT such as localhost:8500")
+    return text
 
 
 # --------------------------------------------------------------------------- REST
@@ -94,6 +112,8 @@ def _rest_call(method: str, url: str, timeout: float, payload=None, session=None
         raise ServingError(
             f"{url}: cannot connect (is the server running?)", "UNAVAILABLE"
         ) from None
+    except requests.exceptions.RequestException as exc:  # a URL requests cannot use
+        raise ServingError(f"{url}: {one_line(exc)}", "UNAVAILABLE") from None
     try:
         body = response.json()
     except ValueError:
@@ -162,8 +182,7 @@ def model_metadata_rest(
 
 def _grpc_stubs(hostport: str, channel=None):
     """A channel of its own (closed after one call), or ``channel``, reused and left open."""
-    import contextlib
-
+    # grpc and the stubs (which import TensorFlow) only for gRPC: REST commands stay light.
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -216,9 +235,10 @@ def predict_grpc(
     signature: str | None = None,
     channel=None,
 ) -> dict[str, np.ndarray]:
-    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST.
+    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST,
+    and "version": the version that answered (the reply's model_spec).
     ``channel``: a grpc.Channel to reuse (a load test), else one per call."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: gRPC tensors need it, REST does not
     from tensorflow_serving.apis import predict_pb2
 
     signature, name, values = _choose_input(pixels, image_bytes, signature)
@@ -229,10 +249,11 @@ def predict_grpc(
     with channel:
         response = _grpc_call(hostport, predict_stub.Predict, request, timeout)
     try:
-        return {
-            key: tf.make_ndarray(response.outputs[key])
-            for key in (c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT)
+        outputs = {
+            k: tf.make_ndarray(response.outputs[k])
+            for k in (c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT)
         }
+        return {**outputs, "version": response.model_spec.version.value}
     except (KeyError, ValueError):
         raise ServingError(
             f"{hostport}: reply lacks outputs {c.OUTPUT_PROBABILITIES}, {c.OUTPUT_DIGIT}"
@@ -270,3 +291,32 @@ def model_metadata_grpc(
         "model_spec": proto_dict(response.model_spec),
         "metadata": {"signature_def": proto_dict(signatures)},
     }
+
+
+# --------------------------------------------------------------------------- either
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server at ``target`` over REST (a base URL) or gRPC (HOST:PORT): the calls above
+    with the target and the deadline filled in."""
+
+    target: str
+    rest: bool
+    timeout: float = 10.0
+
+    def predict(self, model: str, **kwargs) -> dict:
+        call = predict_rest if self.rest else predict_grpc
+        return call(self.target, model, timeout=self.timeout, **kwargs)
+
+    def status(self, model: str, version: Version = None) -> dict:
+        call = model_status_rest if self.rest else model_status_grpc
+        return call(self.target, model, version, self.timeout)
+
+    def metadata(self, model: str, version: Version = None) -> dict:
+        call = model_metadata_rest if self.rest else model_metadata_grpc
+        return call(self.target, model, version, self.timeout)
+
+    def version_of(self, model: str, version: Version = None) -> int:
+        """The version number that answers for ``version`` (a label, or None: the newest)."""
+        return int(self.metadata(model, version)["model_spec"]["version"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from job.export import contract as c
-from serving.client import ServingError
+from serving import ServingError
 
 # Each signature's input and output names, as the exporter writes them.
 EXPECTED_SIGNATURES = {
