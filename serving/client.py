@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -178,6 +179,20 @@ def model_metadata_rest(
 
 
 # --------------------------------------------------------------------------- gRPC
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (the gRPC stubs need it) with file descriptor 2 on /dev/null:
+    TensorFlow 2.21 logs its start-up (oneDNN, CUDA probes) through absl before anything,
+    TF_CPP_MIN_LOG_LEVEL included, can stop it."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401 - deferred: only gRPC needs it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _grpc_stubs(hostport: str, channel=None):

@@ -63,9 +63,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def check_base_path(base_path: str) -> None:
-    """server_core.cc, ValidateModelConfigList (UriIsRelativePath): every base path is an
-    absolute path or a URI such as s3://bucket/mnist."""
-    if not (base_path.startswith("/") or re.match(r"[A-Za-z][\w+.-]*://.", base_path)):
+    """server_core.cc, ValidateModelConfigList (UriIsRelativePath, with tsl's io::ParseURI):
+    every base path is an absolute path or a URI such as s3://bucket/mnist."""
+    if not re.match(r"/|[A-Za-z][0-9A-Za-z.]*://", base_path):
         raise ServingError(
             f"--base-path {base_path!r}: TF Serving takes an absolute path (as the server sees "
             "it, e.g. /models/mnist) or a URI"

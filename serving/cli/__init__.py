@@ -118,6 +118,8 @@ def server_options(with_version: bool = True):
                 raise click.UsageError("give --version or --label, not both")
             if with_version:
                 kwargs["version"] = label or model_version
+            if grpc_target and click.get_current_context().find_root().obj == "quiet":
+                client.import_tensorflow_quietly()
             return command(server=client.Server(rest or grpc_target, bool(rest), timeout), **kwargs)
 
         versions = _version_options if with_version else ()
@@ -129,10 +131,12 @@ def server_options(with_version: bool = True):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnist-job", prog_name="mnist-serving")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own log lines.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx, verbose: bool) -> None:
     """Query the MNIST model on TensorFlow Serving (REST or gRPC), and operate it."""
-    if not verbose:  # before any command imports TensorFlow (gRPC): its logs and CUDA probes
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        ctx.obj = "quiet"  # gRPC imports TensorFlow: its log lines and CUDA probes stay hidden
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 def _register() -> None:

@@ -233,7 +233,7 @@ def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache
     with r.restored_on_failure(config_path):
         r.serve(config_path, model, new)
         wait_label(server, model, r.STABLE, new[r.STABLE], wait)
-    click.echo(f"{model} version {new[r.STABLE]} is {r.STABLE}: {summary}")
+    click.echo(f"{summary}\n{model} version {new[r.STABLE]} is {r.STABLE}")
 
 
 @rollout.command("rollback")
