@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import requests
+from google.protobuf import json_format
 
 from job.export import contract as c
 from serving import ServingError
@@ -97,8 +98,6 @@ def one_line(message: str, limit: int = 400) -> str:
 
 def proto_dict(message) -> dict:
     """A proto as TF Serving's REST API writes it: proto field names, defaults included."""
-    from google.protobuf import json_format
-
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
@@ -162,20 +161,6 @@ def predict_rest(
         }
     except (KeyError, TypeError):
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
-
-
-def model_status_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    """GET /v1/models/<model>[/versions/<v>]: the versions and their states."""
-    return _rest_call("GET", _model_url(base_url, model, version), timeout)
-
-
-def model_metadata_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    """GET .../metadata: the signatures, with their input and output names."""
-    return _rest_call("GET", _model_url(base_url, model, version) + "/metadata", timeout)
 
 
 # --------------------------------------------------------------------------- gRPC
@@ -275,46 +260,14 @@ def predict_grpc(
         ) from None
 
 
-def model_status_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    from tensorflow_serving.apis import get_model_status_pb2
-
-    request = get_model_status_pb2.GetModelStatusRequest(model_spec=_model_spec(model, version))
-    channel, _, model_stub = _grpc_stubs(hostport)
-    with channel:
-        response = _grpc_call(hostport, model_stub.GetModelStatus, request, timeout)
-    return proto_dict(response)
-
-
-def model_metadata_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    """GetModelMetadata with the signature_def field; returns the SignatureDefMap as a dict."""
-    from tensorflow_serving.apis import get_model_metadata_pb2
-
-    request = get_model_metadata_pb2.GetModelMetadataRequest(
-        model_spec=_model_spec(model, version), metadata_field=["signature_def"]
-    )
-    channel, predict_stub, _ = _grpc_stubs(hostport)
-    with channel:
-        response = _grpc_call(hostport, predict_stub.GetModelMetadata, request, timeout)
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signatures)
-    # The same shape as the REST reply (TF Serving's http_rest_api_util.cc).
-    return {
-        "model_spec": proto_dict(response.model_spec),
-        "metadata": {"signature_def": proto_dict(signatures)},
-    }
-
-
 # --------------------------------------------------------------------------- either
 
 
 @dataclass(frozen=True)
 class Server:
-    """A server at ``target`` over REST (a base URL) or gRPC (HOST:PORT): the calls above
-    with the target and the deadline filled in."""
+    """A server at ``target`` over REST (a base URL) or gRPC (HOST:PORT), asked with the
+    ``timeout`` deadline. Status and metadata come back in the REST reply's shape for both
+    (http_rest_api_util.cc: proto field names, defaults printed)."""
 
     target: str
     rest: bool
@@ -325,12 +278,38 @@ class Server:
         return call(self.target, model, timeout=self.timeout, **kwargs)
 
     def status(self, model: str, version: Version = None) -> dict:
-        call = model_status_rest if self.rest else model_status_grpc
-        return call(self.target, model, version, self.timeout)
+        """REST GET /v1/models/<model>..., gRPC GetModelStatus: the versions and states."""
+        if self.rest:
+            return _rest_call("GET", _model_url(self.target, model, version), self.timeout)
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        spec = _model_spec(model, version)
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+        channel, _, model_stub = _grpc_stubs(self.target)
+        with channel:
+            return proto_dict(
+                _grpc_call(self.target, model_stub.GetModelStatus, request, self.timeout)
+            )
 
     def metadata(self, model: str, version: Version = None) -> dict:
-        call = model_metadata_rest if self.rest else model_metadata_grpc
-        return call(self.target, model, version, self.timeout)
+        """REST GET .../metadata, gRPC GetModelMetadata: the signatures and the version."""
+        if self.rest:
+            url = _model_url(self.target, model, version) + "/metadata"
+            return _rest_call("GET", url, self.timeout)
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=_model_spec(model, version), metadata_field=["signature_def"]
+        )
+        channel, stub, _ = _grpc_stubs(self.target)
+        with channel:
+            response = _grpc_call(self.target, stub.GetModelMetadata, request, self.timeout)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return {
+            "model_spec": proto_dict(response.model_spec),
+            "metadata": {"signature_def": proto_dict(signatures)},
+        }
 
     def version_of(self, model: str, version: Version = None) -> int:
         """The version number that answers for ``version`` (a label, or None: the newest)."""

@@ -41,8 +41,7 @@ def read_config(path: Path, model: str):
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` under a temporary name, then renamed over it; readable by the
-    server's user as a plain open() would make it."""
+    """``text`` into ``path`` under a temporary name, then renamed over it."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -50,9 +49,7 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would lock out a server of another user
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:

@@ -122,7 +122,7 @@ def served(trained):
         deadline = time.monotonic() + 300
         while True:
             try:
-                status = client.model_status_rest(rest, timeout=2)
+                status = client.Server(rest, True, timeout=2).status(c.MODEL_NAME)
                 if status["model_version_status"][0]["state"] == "AVAILABLE":
                     break
             except client.ServingError:
@@ -161,7 +161,7 @@ def test_the_container_answers_a_full_contract_batch_with_batching_on(served, mn
 def test_serving_verify_passes_against_the_container(served, trained):
     done = run(sys.executable, "-m", "serving", "verify", "--rest", served["rest"],
                "--run", str(trained["run_dir"]))  # fmt: skip
-    assert done.stdout.startswith("served accuracy") and " = reported " in done.stdout
+    assert done.stdout.startswith("mnist version 1 (run ") and " = reported " in done.stdout
 
 
 def test_the_serving_image_becomes_healthy(served):

@@ -88,13 +88,13 @@ def test_png_bytes_and_pixels_give_the_same_digit(server, mnist):
 
 def test_status_and_metadata(server):
     for status in (
-        client.model_status_rest(server.rest_url),
-        client.model_status_grpc(server.grpc_target),
+        client.Server(server.rest_url, True).status(c.MODEL_NAME),
+        client.Server(server.grpc_target, False).status(c.MODEL_NAME),
     ):
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
     for meta in (
-        client.model_metadata_rest(server.rest_url),
-        client.model_metadata_grpc(server.grpc_target),
+        client.Server(server.rest_url, True).metadata(c.MODEL_NAME),
+        client.Server(server.grpc_target, False).metadata(c.MODEL_NAME),
     ):
         signatures = meta["metadata"]["signature_def"]["signature_def"]
         default = signatures[c.SIGNATURE_PIXELS]
@@ -123,7 +123,7 @@ def test_standin_answers_bad_requests_with_tf_serving_errors(server, body, statu
     reply = requests.post(f"{server.rest_url}/v1/models/mnist:predict", data=body, timeout=10)
     assert reply.status_code == status
     assert set(reply.json()) == {"error"}
-    assert client.model_status_rest(server.rest_url)  # still serving
+    assert client.Server(server.rest_url, True).status(c.MODEL_NAME)  # still serving
 
 
 def test_unknown_model_and_version(server, mnist):
@@ -251,8 +251,8 @@ def test_standin_status_and_metadata_have_tf_servings_shapes(server):
     assert set(images) == {"dtype", "tensor_shape", "name"} and images["dtype"] == "DT_UINT8"
     dims = [{"size": "-1", "name": ""}] + [{"size": "28", "name": ""}] * 2
     assert images["tensor_shape"] == {"dim": dims, "unknown_rank": False}
-    assert client.model_status_grpc(server.grpc_target) == status
-    assert client.model_metadata_grpc(server.grpc_target) == meta
+    assert client.Server(server.grpc_target, False).status(c.MODEL_NAME) == status
+    assert client.Server(server.grpc_target, False).metadata(c.MODEL_NAME) == meta
 
 
 def test_standin_predict_replies_have_tf_servings_shapes(server, mnist):
@@ -467,8 +467,8 @@ def versions(status: dict) -> list[str]:
 @standin_only
 def test_the_project_config_serves_only_the_newest_version(two_versions, mnist):
     with StandIn(project_models_config(two_versions)) as standin:
-        assert versions(client.model_status_rest(standin.rest_url)) == ["2"]
-        assert versions(client.model_status_grpc(standin.grpc_target)) == ["2"]
+        assert versions(client.Server(standin.rest_url, True).status(c.MODEL_NAME)) == ["2"]
+        assert versions(client.Server(standin.grpc_target, False).status(c.MODEL_NAME)) == ["2"]
         for call, target in (
             (client.predict_rest, standin.rest_url),
             (client.predict_grpc, standin.grpc_target),
@@ -487,8 +487,11 @@ def test_every_version_is_listed_newest_first_under_all(two_versions):
     config = project_models_config(two_versions)
     config.model_config_list.config[0].model_version_policy.all.SetInParent()
     with StandIn(config) as standin:
-        assert versions(client.model_status_rest(standin.rest_url)) == ["2", "1"]
-        assert versions(client.model_status_grpc(standin.grpc_target)) == ["2", "1"]
+        assert versions(client.Server(standin.rest_url, True).status(c.MODEL_NAME)) == ["2", "1"]
+        assert versions(client.Server(standin.grpc_target, False).status(c.MODEL_NAME)) == [
+            "2",
+            "1",
+        ]
 
 
 @standin_only
@@ -519,7 +522,7 @@ def test_version_labels_need_the_flag_at_startup_and_name_versions(two_versions,
                 timeout=10,
             )
             assert (reply.status_code, reply.json()) == (status, {"error": error})
-        assert versions(client.model_status_rest(standin.rest_url)) == ["1"]
+        assert versions(client.Server(standin.rest_url, True).status(c.MODEL_NAME)) == ["1"]
 
 
 @standin_only
@@ -636,7 +639,7 @@ def test_a_rollout_from_canary_to_stable_and_back(two_versions, trained_run, tmp
             standin.models.reload(moved)
         assert "version 1 is stable again" in rollout("rollback", *server)
         assert labels() == {"stable": 1}
-        meta = client.model_metadata_grpc(standin.grpc_target, version="stable")
+        meta = client.Server(standin.grpc_target, False).metadata(c.MODEL_NAME, "stable")
         assert meta["model_spec"]["version"] == "1"
         # The unloaded version stays listed as END, as in the real server.
         table = rollout("status", "--config", str(config), "--rest", standin.rest_url)
