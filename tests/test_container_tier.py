@@ -197,14 +197,15 @@ def test_the_operators_loop_by_version_against_make_serve(served, trained):
     assert f"mnist version 2 (export {models}/2, run " in done.stdout, done.stdout
     assert " = reported " in done.stdout
     done = serving("rollout", "promote", *step, "--grpc", grpc)
-    assert done.stdout.endswith("mnist version 2 is stable\n") and str(second) in done.stdout
+    # The record names the run as the job's container saw it: runs/<name>.
+    assert done.stdout.endswith("mnist version 2 is stable\n") and second.name in done.stdout
     done = serving("rollout", "rollback", *step, "--grpc", grpc)
     assert "version 1 is stable again" in done.stdout
     done = serving("rollout", "status", "--config", config, "--rest", rest, "--format", "json")
     states = {v["version"]: (v["state"], v["labels"]) for v in json.loads(done.stdout)["versions"]}
     assert states[1] == ("AVAILABLE", ["stable"]) and states[2][0] in ("END", "UNLOADING")
     done = serving("verify", "--rest", rest, "--label", "stable", "--export-dir", models)
-    assert f"(export {models}/1, run {first})" in done.stdout
+    assert f"(export {models}/1, run runs/{first.name})" in done.stdout
 
 
 def test_serving_load_against_the_container_has_no_errors(served):
