@@ -805,3 +805,15 @@ def test_grpc_predict_prints_nothing_of_tensorflows(server):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr == f"{server.grpc_target}: mnist version 1 answered\n"
+
+
+def test_a_rollout_waits_through_start_loading_and_an_old_end_but_not_a_failed_load():
+    from serving.rollout import loaded
+
+    ok = {"error_code": "OK", "error_message": ""}
+    for state in ("START", "LOADING", "UNLOADING", "END"):
+        assert loaded({"version": "2", "state": state, "status": ok}) is False
+    assert loaded({"version": "2", "state": "AVAILABLE", "status": ok}) is True
+    failed = {"error_code": "NOT_FOUND", "error_message": "no SavedModel"}
+    with pytest.raises(client.ServingError, match="version 2 failed to load: NOT_FOUND"):
+        loaded({"version": "2", "state": "END", "status": failed})
