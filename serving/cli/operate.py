@@ -23,7 +23,8 @@ from serving.cli import (
     run_option,
     server_options,
 )
-from serving.cli.query import check_deployment, load_mnist_test
+from serving.cli.query import load_mnist_test
+from serving.verify import verify
 
 
 @main.command()
@@ -226,7 +227,8 @@ def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache
     from serving import rollout as r
 
     labels = r.labels_of(config_path, model, r.CANARY)
-    summary = check_deployment(server, model, r.CANARY, run_dir, export_dir, 256, cache_dir)
+    images, test_labels = load_mnist_test(cache_dir)
+    summary = verify(server, model, r.CANARY, run_dir, export_dir, images, test_labels, 256)
     new = {r.STABLE: labels[r.CANARY], r.CANARY: labels[r.CANARY]}
     if labels.get(r.STABLE, new[r.STABLE]) != new[r.STABLE]:
         new[r.PREVIOUS] = labels[r.STABLE]

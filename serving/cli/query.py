@@ -20,6 +20,7 @@ from serving.cli import (
     run_option,
     server_options,
 )
+from serving.verify import verify as verify_deployment
 
 
 def json_alias(ctx, param, value):
@@ -149,44 +150,10 @@ def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
     test set against the report of the run that made the version served. Exit 0 only when
     they agree."""
-    click.echo(check_deployment(server, model, version, run_dir, export_dir, batch_size, cache_dir))
-
-
-def reported_accuracy(version: int, run_dir: Path | None, export_dir: Path) -> tuple[str, float]:
-    """(where the figure comes from, the reported test accuracy) for ``version``: the given
-    run's report, else the run record the export of ``version`` carries."""
-    if run_dir is not None:
-        source, path = f"run {run_dir}", run_dir / c.REPORT_FILE
-    else:
-        path = export_dir / str(version) / "assets.extra" / c.RUN_INFO_FILE
-        source = f"export {export_dir / str(version)}"
-    try:
-        record = json.loads(path.read_text())
-        run = record.get("config", {}).get("run_dir") if run_dir is None else None
-        return (f"{source}, run {run}" if run else source), float(record["test"]["accuracy"])
-    except OSError as exc:
-        hint = "" if run_dir else "; give --export-dir (the model base path here) or --run"
-        raise ServingError(f"{path}: cannot read ({exc.strerror}){hint}") from None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ServingError(f"{path}: no test accuracy in it") from None
-
-
-def check_deployment(server, model, version, run_dir, export_dir, batch_size, cache_dir) -> str:
-    """serving verify's check -> its one-line summary; ServingError when they disagree."""
-    from serving.verify import verify as check
-
-    meta = server.metadata(model, version)
-    served = int(meta["model_spec"]["version"])
-    source, reported = reported_accuracy(served, run_dir, export_dir)
     images, labels = load_mnist_test(cache_dir)
-    result = check(
-        lambda pixels: server.predict(model, version=served, pixels=pixels),
-        meta, images, labels, reported, batch_size,
-    )  # fmt: skip
-    line = f"{model} version {served} ({source}): {result.summary()}"
-    if not result.agrees:
-        raise ServingError(f"{server.target}: {line}")
-    return line
+    click.echo(
+        verify_deployment(server, model, version, run_dir, export_dir, images, labels, batch_size)
+    )
 
 
 @main.command()
