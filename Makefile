@@ -9,6 +9,7 @@ INSTALLED := $(VENV)/.installed
 LINT_VENV := .venv-lint
 LINT_INSTALLED := $(LINT_VENV)/.installed
 MUTANTS_INSTALLED := $(VENV)/.mutants-installed
+TF220_VENV := .venv-tf220
 TF_VERSION := 2.21.0
 
 # Where MNIST is cached (both runtimes), and where runs and exports land on the host.
@@ -26,6 +27,14 @@ SERVING_IMAGE ?= mnist-serving
 # The serving image's base: the real TF Serving by default.
 SERVING_BASE ?= tensorflow/serving
 SERVING_TAG ?= $(TF_VERSION)
+# TF Serving's images trail TensorFlow's releases (tensorflow/serving#4129); the export loads
+# on the previous one too (make test-serving-compat).
+SERVING_FALLBACK_TAG := 2.20.0
+# The model config make serve starts from (the newest export as stable) and the server polls:
+# serving rollout rewrites it. Ports: SERVE_PORTS=--network=host where there is no bridge.
+SERVING_CONFIG := $(MODELS_DIR)/mnist.config
+SERVE_PORTS ?= -p 8500:8500 -p 8501:8501
+SERVE_VERSION ?=
 DOCKER_RUN_FLAGS ?=
 ifeq ($(GPU),1)
 BASE_TAG := $(TF_VERSION)-gpu
@@ -48,6 +57,12 @@ $(INSTALLED): requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# The previous TensorFlow, to load the export as tensorflow/serving:$(SERVING_FALLBACK_TAG) does.
+$(TF220_VENV)/.installed: requirements-tf220.lock
+	$(PYTHON) -m venv $(TF220_VENV)
+	$(TF220_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-tf220.lock
 	touch $@
 
 # The security scanners live in a virtualenv of their own, apart from the job's packages.
@@ -94,6 +109,10 @@ test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster t
 	@sinfo -h >/dev/null 2>&1 || { echo "make test-slurm: no Slurm cluster answers sinfo here"; exit 2; }
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
 
+.PHONY: test-serving-compat
+test-serving-compat: data $(TF220_VENV)/.installed ## The export on TensorFlow 2.20 (the fallback serving tag) answers exactly as on 2.21
+	$(BIN)/python -m pytest -m compat tests/test_serving_compat.py $(PYTEST_ARGS)
+
 .PHONY: mutants
 mutants: data $(MUTANTS_INSTALLED) ## Mutation testing of the modules that guard data, outputs and the gate (~25 min)
 	$(BIN)/python tests/mutants.py $(ARGS)
@@ -122,6 +141,8 @@ lock: $(INSTALLED) ## Regenerate the hashed lock files: runtime, development, li
 		-o requirements-mutants.lock
 	$(BIN)/uv pip compile requirements-lint.in --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-lint.lock
+	$(BIN)/uv pip compile requirements-tf220.in --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o requirements-tf220.lock
 
 .PHONY: tensorboard
 tensorboard: $(INSTALLED) ## TensorBoard on ./runs at http://127.0.0.1:6006 (PORT=... to change)
@@ -132,19 +153,27 @@ tensorboard: $(INSTALLED) ## TensorBoard on ./runs at http://127.0.0.1:6006 (POR
 .PHONY: serving-image
 serving-image: ## Build the TF Serving image with every export in MODELS_DIR/mnist
 	@test -d $(MODELS_DIR)/mnist || { echo "no export in $(MODELS_DIR)/mnist: run make train first"; exit 2; }
+	@docker image inspect $(SERVING_BASE):$(SERVING_TAG) >/dev/null 2>&1 \
+		|| docker pull -q $(SERVING_BASE):$(SERVING_TAG) >/dev/null 2>&1 \
+		|| { echo "cannot pull $(SERVING_BASE):$(SERVING_TAG); try make serve SERVING_TAG=$(SERVING_FALLBACK_TAG) (the export loads on it: make test-serving-compat)"; exit 2; }
+	@echo "$(SERVING_IMAGE): $(SERVING_BASE):$(SERVING_TAG) with the exports in $(MODELS_DIR)/mnist"
 	tar -c Dockerfile.serving serving/models.config serving/monitoring.config serving/batching.config \
 		-C $(dir $(abspath $(MODELS_DIR))) --transform 's,^$(notdir $(abspath $(MODELS_DIR)))/,models/,' \
 		$(notdir $(abspath $(MODELS_DIR)))/mnist \
-	| docker build -f Dockerfile.serving --build-arg SERVING_BASE=$(SERVING_BASE) \
-		--build-arg SERVING_TAG=$(SERVING_TAG) -t $(SERVING_IMAGE) -
+	| docker build -q -f Dockerfile.serving --build-arg SERVING_BASE=$(SERVING_BASE) \
+		--build-arg SERVING_TAG=$(SERVING_TAG) -t $(SERVING_IMAGE) - >/dev/null
 
 # BATCHING=1: the server batches requests as serving/batching.config says.
 BATCHING ?= 0
 BATCHING_FLAGS := $(if $(filter 1,$(BATCHING)),--enable_batching=true --batching_parameters_file=/config/batching.config)
 
+# MODELS_DIR is mounted over the baked-in exports, so versions trained later can be rolled out.
 .PHONY: serve
-serve: serving-image ## Build the TF Serving image with the exports and run it (ports 8500, 8501; BATCHING=1)
-	docker run --rm -p 8500:8500 -p 8501:8501 $(SERVING_IMAGE) $(BATCHING_FLAGS)
+serve: serving-image ## Run TF Serving on the exports (8500, 8501), polling MODELS_DIR/mnist.config for serving rollout (BATCHING=1)
+	@test -f $(SERVING_CONFIG) || $(BIN)/python -m serving rollout start --config $(SERVING_CONFIG) \
+		$(or $(SERVE_VERSION),$$(ls $(MODELS_DIR)/mnist | grep -xE '[0-9]+' | sort -n | tail -n 1))
+	docker run --rm $(SERVE_PORTS) $(DOCKER_RUN_FLAGS) -v $(abspath $(MODELS_DIR)):/models:ro \
+		$(SERVING_IMAGE) --model_config_file=/models/mnist.config $(BATCHING_FLAGS)
 
 # TESTS ONLY: a stand-in for the tensorflow/serving base where it cannot be pulled.
 .PHONY: serving-standin-image
@@ -163,9 +192,8 @@ query: data ## Ask a running server (make serve) about the first 8 test images o
 	$(BIN)/python -m serving predict --rest http://localhost:8501 --mnist-test 0:8
 
 .PHONY: verify
-verify: data ## Post-deploy check of a running server (make serve) against the newest run (RUN=...)
-	$(BIN)/python -m serving verify --rest http://localhost:8501 \
-		--run $(or $(RUN),$(lastword $(sort $(wildcard $(RUNS_DIR)/*/metrics.json))))
+verify: data ## Post-deploy check of a running server (make serve) against the run that made the version it serves (RUN=...)
+	$(BIN)/python -m serving verify --rest http://localhost:8501 --export-dir $(MODELS_DIR)/mnist $(if $(RUN),--run $(RUN))
 
 .PHONY: bench
 bench: data ## Benchmark the seed's code path against the job's (prints a table)

@@ -7,23 +7,19 @@ with one line that says what went wrong.
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
+from google.protobuf import json_format
 
 from job.export import contract as c
-
-
-class ServingError(Exception):
-    """A failed request or an input that cannot be sent; the message is one line, and
-    ``code`` names the failure for counting: "HTTP 400", a gRPC code such as
-    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED" or "UNAVAILABLE" (both protocols), or "" for an
-    input refused before sending."""
-
-    def __init__(self, message: str, code: str = ""):
-        super().__init__(message)
-        self.code = code
-
+from serving import ServingError
+from serving.inputs import check_pixels
 
 # --------------------------------------------------------------------------- requests
 
@@ -32,8 +28,6 @@ def _choose_input(pixels, image_bytes, signature: str | None = None):
     """Exactly one kind of input, within the batch limit and in its signature's dtype (the
     server casts nothing) -> (signature, input name, values). Pixels go to serving_default
     as uint8, or to predict_float as float32 when ``signature`` says so."""
-    from serving.inputs import check_pixels
-
     if (pixels is None) == (image_bytes is None):
         raise ServingError("give exactly one of pixels or image_bytes")
     if pixels is not None:
@@ -53,6 +47,32 @@ def check_batch(count: int) -> None:
         raise ServingError("nothing to send: give image files, .npy files or --mnist-test")
     if count > c.MAX_BATCH:
         raise ServingError(f"{count} inputs in one request; the limit is {c.MAX_BATCH}")
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def rest_address(text: str) -> str:
+    """A REST base URL: ``host:port`` means ``http://host:port``; http(s) only."""
+    url = text if "://" in text else f"http://{text}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        parts = None
+    if not parts or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServingError(f"{text!r}: expected a REST address such as http://localhost:8501")
+    return url.rstrip("/")
+
+
+def grpc_address(text: str) -> str:
+    """A gRPC target HOST:PORT; a URL is refused (gRPC speaks no http://)."""
+    if "://" in text:
+        hostport = text.split("://", 1)[1].rstrip("/")
+        raise ServingError(f"{text!r}: a gRPC target takes no scheme; write {hostport}")
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}", text):
+        raise ServingError(f"{text!r}: expected a gRPC target HOST:PORT such as localhost:8500")
+    return text
 
 
 # --------------------------------------------------------------------------- REST
@@ -78,8 +98,6 @@ def one_line(message: str, limit: int = 400) -> str:
 
 def proto_dict(message) -> dict:
     """A proto as TF Serving's REST API writes it: proto field names, defaults included."""
-    from google.protobuf import json_format
-
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
@@ -94,6 +112,8 @@ def _rest_call(method: str, url: str, timeout: float, payload=None, session=None
         raise ServingError(
             f"{url}: cannot connect (is the server running?)", "UNAVAILABLE"
         ) from None
+    except requests.exceptions.RequestException as exc:  # a URL requests cannot use
+        raise ServingError(f"{url}: {one_line(exc)}", "UNAVAILABLE") from None
     try:
         body = response.json()
     except ValueError:
@@ -143,27 +163,26 @@ def predict_rest(
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
 
 
-def model_status_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    """GET /v1/models/<model>[/versions/<v>]: the versions and their states."""
-    return _rest_call("GET", _model_url(base_url, model, version), timeout)
-
-
-def model_metadata_rest(
-    base_url: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    """GET .../metadata: the signatures, with their input and output names."""
-    return _rest_call("GET", _model_url(base_url, model, version) + "/metadata", timeout)
-
-
 # --------------------------------------------------------------------------- gRPC
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (the gRPC stubs need it) with file descriptor 2 on /dev/null:
+    TensorFlow 2.21 logs its start-up (oneDNN, CUDA probes) through absl before anything,
+    TF_CPP_MIN_LOG_LEVEL included, can stop it."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401 - deferred: only gRPC needs it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _grpc_stubs(hostport: str, channel=None):
     """A channel of its own (closed after one call), or ``channel``, reused and left open."""
-    import contextlib
-
+    # grpc and the stubs (which import TensorFlow) only for gRPC: REST commands stay light.
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -216,9 +235,10 @@ def predict_grpc(
     signature: str | None = None,
     channel=None,
 ) -> dict[str, np.ndarray]:
-    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST.
+    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST,
+    and "version": the version that answered (the reply's model_spec).
     ``channel``: a grpc.Channel to reuse (a load test), else one per call."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: gRPC tensors need it, REST does not
     from tensorflow_serving.apis import predict_pb2
 
     signature, name, values = _choose_input(pixels, image_bytes, signature)
@@ -229,44 +249,68 @@ def predict_grpc(
     with channel:
         response = _grpc_call(hostport, predict_stub.Predict, request, timeout)
     try:
-        return {
-            key: tf.make_ndarray(response.outputs[key])
-            for key in (c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT)
+        outputs = {
+            k: tf.make_ndarray(response.outputs[k])
+            for k in (c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT)
         }
+        return {**outputs, "version": response.model_spec.version.value}
     except (KeyError, ValueError):
         raise ServingError(
             f"{hostport}: reply lacks outputs {c.OUTPUT_PROBABILITIES}, {c.OUTPUT_DIGIT}"
         ) from None
 
 
-def model_status_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    from tensorflow_serving.apis import get_model_status_pb2
-
-    request = get_model_status_pb2.GetModelStatusRequest(model_spec=_model_spec(model, version))
-    channel, _, model_stub = _grpc_stubs(hostport)
-    with channel:
-        response = _grpc_call(hostport, model_stub.GetModelStatus, request, timeout)
-    return proto_dict(response)
+# --------------------------------------------------------------------------- either
 
 
-def model_metadata_grpc(
-    hostport: str, model: str = c.MODEL_NAME, version: Version = None, timeout: float = 10.0
-) -> dict:
-    """GetModelMetadata with the signature_def field; returns the SignatureDefMap as a dict."""
-    from tensorflow_serving.apis import get_model_metadata_pb2
+@dataclass(frozen=True)
+class Server:
+    """A server at ``target`` over REST (a base URL) or gRPC (HOST:PORT), asked with the
+    ``timeout`` deadline. Status and metadata come back in the REST reply's shape for both
+    (http_rest_api_util.cc: proto field names, defaults printed)."""
 
-    request = get_model_metadata_pb2.GetModelMetadataRequest(
-        model_spec=_model_spec(model, version), metadata_field=["signature_def"]
-    )
-    channel, predict_stub, _ = _grpc_stubs(hostport)
-    with channel:
-        response = _grpc_call(hostport, predict_stub.GetModelMetadata, request, timeout)
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signatures)
-    # The same shape as the REST reply (TF Serving's http_rest_api_util.cc).
-    return {
-        "model_spec": proto_dict(response.model_spec),
-        "metadata": {"signature_def": proto_dict(signatures)},
-    }
+    target: str
+    rest: bool
+    timeout: float = 10.0
+
+    def predict(self, model: str, **kwargs) -> dict:
+        call = predict_rest if self.rest else predict_grpc
+        return call(self.target, model, timeout=self.timeout, **kwargs)
+
+    def status(self, model: str, version: Version = None) -> dict:
+        """REST GET /v1/models/<model>..., gRPC GetModelStatus: the versions and states."""
+        if self.rest:
+            return _rest_call("GET", _model_url(self.target, model, version), self.timeout)
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        spec = _model_spec(model, version)
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+        channel, _, model_stub = _grpc_stubs(self.target)
+        with channel:
+            return proto_dict(
+                _grpc_call(self.target, model_stub.GetModelStatus, request, self.timeout)
+            )
+
+    def metadata(self, model: str, version: Version = None) -> dict:
+        """REST GET .../metadata, gRPC GetModelMetadata: the signatures and the version."""
+        if self.rest:
+            url = _model_url(self.target, model, version) + "/metadata"
+            return _rest_call("GET", url, self.timeout)
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=_model_spec(model, version), metadata_field=["signature_def"]
+        )
+        channel, stub, _ = _grpc_stubs(self.target)
+        with channel:
+            response = _grpc_call(self.target, stub.GetModelMetadata, request, self.timeout)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return {
+            "model_spec": proto_dict(response.model_spec),
+            "metadata": {"signature_def": proto_dict(signatures)},
+        }
+
+    def version_of(self, model: str, version: Version = None) -> int:
+        """The version number that answers for ``version`` (a label, or None: the newest)."""
+        return int(self.metadata(model, version)["model_spec"]["version"])

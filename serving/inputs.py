@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from job.export import contract as c
-from serving.client import ServingError
+from serving import ServingError
 
 
 def check_pixels(pixels: np.ndarray, source: object) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections import Counter
 from concurrent import futures
 from dataclasses import dataclass, field
 
-from serving.client import ServingError
+from serving import ServingError
 
 
 @dataclass
@@ -24,6 +24,7 @@ class LoadResult:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
+    first_errors: dict[str, str] = field(default_factory=dict)  # code -> its first message
 
     @property
     def requests(self) -> int:
@@ -53,6 +54,7 @@ class LoadResult:
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
             },
             "errors": dict(sorted(self.errors.items())),
+            "first_errors": dict(sorted(self.first_errors.items())),
         }
 
     def table(self) -> str:
@@ -65,8 +67,8 @@ class LoadResult:
             f"{s['images_per_second']:.0f} images/s",
             f"latency ms: p50 {lat['p50']}, p90 {lat['p90']}, p99 {lat['p99']}, max {lat['max']}",
         ]
-        errors = ", ".join(f"{code} {n}" for code, n in s["errors"].items()) or "none"
-        return "\n".join([*lines, f"errors: {errors}"])
+        errors = [f"  {code} {n}: {s['first_errors'][code]}" for code, n in s["errors"].items()]
+        return "\n".join([*lines, "errors: " + ("" if errors else "none"), *errors])
 
 
 def run_load(
@@ -106,6 +108,7 @@ def run_load(
             except ServingError as exc:
                 with lock:
                     result.errors[exc.code or "CLIENT"] += 1
+                    result.first_errors.setdefault(exc.code or "CLIENT", str(exc))
 
     with futures.ThreadPoolExecutor(concurrency) as pool:
         running = [pool.submit(worker, send) for send in senders]

@@ -1,28 +1,33 @@
 """Staged rollouts with TF Serving's version labels: `stable` takes the traffic, `canary` is
 tried, `previous` stays loaded for a rollback.
 
-The server reads its model config file again every --model_config_file_poll_wait_seconds.
-Each step rewrites that file atomically (a polling server never reads half of it) and waits
-until the server serves what it says. A label may only move to a version the server has
-loaded (model_servers/server_core.cc), so a new version is first added, then labelled once
-it is AVAILABLE.
+The server reads its model config file again every --model_config_file_poll_wait_seconds
+(model_servers/main.cc; 0, the default, reads it once). Each step rewrites that file
+atomically (a polling server never reads half of it), waits until the server serves what
+it says, and puts the file back as it was when the server does not. A label may only move
+to a version the server has loaded (model_servers/server_core.cc), so a new version is
+first added, then labelled once it is AVAILABLE.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import tempfile
 import time
 from pathlib import Path
 
-from serving.client import ServingError
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2  # plain protos: no TensorFlow
+
+from serving import ServingError
 
 STABLE, CANARY, PREVIOUS = "stable", "canary", "previous"
 
 
 def read_config(path: Path, model: str):
     """The ModelServerConfig in ``path`` and its entry for ``model``."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
     try:
         config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
     except OSError as exc:
@@ -35,31 +40,46 @@ def read_config(path: Path, model: str):
     raise ServingError(f"{path}: no model named {model!r}")
 
 
-def write_config(path: Path, config) -> None:
-    from google.protobuf import text_format
-
-    from job.errors import OutputError
-    from job.files import write_atomic
-
-    text = text_format.MessageToString(config)
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` under a temporary name, then renamed over it."""
+    tmp = None
     try:
-        write_atomic(path, lambda f: f.write(text.encode()))
-    except OutputError as exc:
-        raise ServingError(str(exc)) from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would lock out a server of another user
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ServingError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def check_base_path(base_path: str) -> None:
+    """server_core.cc, ValidateModelConfigList (UriIsRelativePath, with tsl's io::ParseURI):
+    every base path is an absolute path or a URI such as s3://bucket/mnist."""
+    if not re.match(r"/|[A-Za-z][0-9A-Za-z.]*://", base_path):
+        raise ServingError(
+            f"--base-path {base_path!r}: TF Serving takes an absolute path (as the server sees "
+            "it, e.g. /models/mnist) or a URI"
+        )
 
 
 def start_config(path: Path, model: str, base_path: str, version: int) -> None:
     """A first config with ``version`` as stable. The server must start with
     --allow_version_labels_for_unavailable_models: it sets labels before versions load."""
-    from tensorflow_serving.config import model_server_config_pb2
-
+    check_base_path(base_path)
     config = model_server_config_pb2.ModelServerConfig()
     entry = config.model_config_list.config.add(
         name=model, base_path=base_path, model_platform="tensorflow"
     )
     entry.model_version_policy.specific.versions.append(version)
     entry.version_labels[STABLE] = version
-    write_config(path, config)
+    write_atomic(path, text_format.MessageToString(config))
 
 
 def serve(path: Path, model: str, labels: dict[str, int], extra: int | None = None) -> None:
@@ -72,7 +92,21 @@ def serve(path: Path, model: str, labels: dict[str, int], extra: int | None = No
     )
     entry.ClearField("version_labels")
     entry.version_labels.update(labels)
-    write_config(path, config)
+    write_atomic(path, text_format.MessageToString(config))
+
+
+@contextlib.contextmanager
+def restored_on_failure(path: Path):
+    """The config file is put back as it was (atomically) when the step fails."""
+    try:
+        before = path.read_text()
+    except OSError as exc:
+        raise ServingError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        yield
+    except BaseException:
+        write_atomic(path, before)
+        raise
 
 
 def labels_of(path: Path, model: str, needed: str) -> dict[str, int]:
@@ -82,8 +116,23 @@ def labels_of(path: Path, model: str, needed: str) -> dict[str, int]:
     return labels
 
 
+def loaded(entry: dict) -> bool:
+    """A version's status entry: True once AVAILABLE; ServingError at once when its load
+    failed (state END with an error: get_model_status_impl.cc). START, LOADING and an
+    END left from an earlier unload mean the server has not got there yet."""
+    error = entry.get("status", {})
+    if entry["state"] == "END" and error.get("error_code", "OK") != "OK":
+        raise ServingError(
+            f"version {entry['version']} failed to load: {error['error_code']}: "
+            f"{error.get('error_message', '')}",
+            "FAILED",
+        )
+    return entry["state"] == "AVAILABLE"
+
+
 def wait_for(served_version, wanted: int, what: str, deadline_s: float) -> None:
-    """Poll ``served_version()`` until it answers ``wanted``, or fail in one line."""
+    """Poll ``served_version()`` until it answers ``wanted``, or fail in one line. It may
+    raise ServingError with ``code`` "FAILED" to stop at once."""
     deadline = time.monotonic() + deadline_s
     last = "no answer"
     while True:
@@ -93,6 +142,8 @@ def wait_for(served_version, wanted: int, what: str, deadline_s: float) -> None:
                 return
             last = f"version {got}"
         except ServingError as exc:
+            if exc.code == "FAILED":
+                raise
             last = str(exc)
         if time.monotonic() > deadline:
             raise ServingError(f"{what} is not version {wanted} after {deadline_s:g} s ({last})")

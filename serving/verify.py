@@ -7,14 +7,16 @@ contract, and measures request latency.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from job.export import contract as c
-from serving.client import ServingError
+from serving import ServingError
 
 # Each signature's input and output names, as the exporter writes them.
 EXPECTED_SIGNATURES = {
@@ -67,8 +69,6 @@ def check_signatures(metadata: dict) -> None:
 
 def serve_test_set(predict, images: np.ndarray, labels: np.ndarray, batch_size: int):
     """Send every image in batches; returns (accuracy, latencies in seconds, wall seconds)."""
-    if not 1 <= batch_size <= c.MAX_BATCH:
-        raise ServingError(f"--batch-size must be from 1 to {c.MAX_BATCH}")
     correct, latencies = 0, []
     started = time.perf_counter()
     for start in range(0, len(images), batch_size):
@@ -80,16 +80,46 @@ def serve_test_set(predict, images: np.ndarray, labels: np.ndarray, batch_size: 
     return correct / len(images), latencies, time.perf_counter() - started
 
 
-def verify(predict, metadata: dict, images, labels, reported_accuracy, batch_size) -> Verification:
-    check_signatures(metadata)
+def reported_accuracy(version: int, run_dir: Path | None, export_dir: Path) -> tuple[str, float]:
+    """(where the figure comes from, the reported test accuracy) for ``version``: the given
+    run's report, else the run record the export of ``version`` carries."""
+    if run_dir is not None:
+        source, path = f"run {run_dir}", run_dir / c.REPORT_FILE
+    else:
+        path = export_dir / str(version) / "assets.extra" / c.RUN_INFO_FILE
+        source = f"export {export_dir / str(version)}"
+    try:
+        record = json.loads(path.read_text())
+        run = record.get("config", {}).get("run_dir") if run_dir is None else None
+        return (f"{source}, run {run}" if run else source), float(record["test"]["accuracy"])
+    except OSError as exc:
+        hint = "" if run_dir else "; give --export-dir (the model base path here) or --run"
+        raise ServingError(f"{path}: cannot read ({exc.strerror}){hint}") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ServingError(f"{path}: no test accuracy in it") from None
+
+
+def verify(server, model, version, run_dir, export_dir, images, labels, batch_size) -> str:
+    """The version that answers for ``version`` (a number, a label or None), checked
+    against the report of the run that made it (or ``run_dir``'s) -> one line;
+    ServingError naming both sides when they disagree."""
+    meta = server.metadata(model, version)
+    served = int(meta["model_spec"]["version"])
+    source, reported = reported_accuracy(served, run_dir, export_dir)
+    check_signatures(meta)
+    predict = lambda pixels: server.predict(model, version=served, pixels=pixels)  # noqa: E731
     accuracy, latencies, wall = serve_test_set(predict, images, labels, batch_size)
     ordered = sorted(latencies)
-    return Verification(
+    result = Verification(
         served_accuracy=accuracy,
-        reported_accuracy=reported_accuracy,
+        reported_accuracy=reported,
         images=len(images),
         requests=len(latencies),
         images_per_second=len(images) / wall,
         p50_ms=1000 * statistics.median(ordered),
         p99_ms=1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
     )
+    line = f"{model} version {served} ({source}): {result.summary()}"
+    if not result.agrees:
+        raise ServingError(f"{server.target}: {line}")
+    return line

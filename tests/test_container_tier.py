@@ -63,7 +63,7 @@ def trained(tmp_path_factory) -> dict:
             f"ARGS=--limit 3000 --epochs 1 --no-gate --seed {seed}",
         )  # fmt: skip
     first, second = sorted(runs.iterdir())  # run names start with their UTC time
-    return {"run_dir": first, "run_dirs": [first, second], "models": models}
+    return {"run_dir": first, "run_dirs": [first, second], "models": models, "runs": runs}
 
 
 def test_the_job_image_writes_its_outputs_on_the_host_as_the_caller(trained):
@@ -92,61 +92,54 @@ def test_the_job_image_holds_no_development_package_and_a_small_layer():
     assert layers_mb < MAX_JOB_LAYERS_MB
 
 
-def batching_flags() -> list[str]:
-    """What `make serve BATCHING=1` appends to docker run, so the tier serves as it does."""
-    dry = run("make", "--no-print-directory", "-n", "serve", "BATCHING=1",
-              f"SERVING_IMAGE={SERVING_IMAGE}").stdout  # fmt: skip
-    (command,) = [line for line in dry.splitlines() if line.startswith("docker run")]
-    flags = command.split(f" {SERVING_IMAGE} ", 1)[1].split()
-    assert "--enable_batching=true" in flags
-    return flags
-
-
 def serving(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return run(sys.executable, "-m", "serving", *args, timeout=timeout)
 
 
+def make(*args: str) -> list[str]:
+    return ["make", "--no-print-directory", *args, f"DATA_DIR={DATA_DIR}"]
+
+
 @pytest.fixture(scope="module")
-def served(trained, tmp_path_factory):
-    """The serving image with both versions and batching on, on the host's network, serving
-    the rollout config that `serving rollout start` writes: version 1 as stable."""
+def served(trained):
+    """`make serve BATCHING=1` on the host's network, as the README runs it, with version 1
+    as stable in the model config it writes and polls (MODELS_DIR/mnist.config)."""
     base = "tensorflow/serving"
     if not image_exists(f"{base}:{TF_VERSION}"):
         run("make", "--no-print-directory", "serving-standin-image")
         base = "mnist-serving-standin"
-    run(
-        "make", "--no-print-directory", "serving-image", f"MODELS_DIR={trained['models']}",
-        f"SERVING_BASE={base}", f"SERVING_IMAGE={SERVING_IMAGE}",
-    )  # fmt: skip
-    rollout = tmp_path_factory.mktemp("rollout")
-    rollout.chmod(0o755)  # the server runs as UID 10001
-    serving("rollout", "start", "--config", str(rollout / "models.config"), "1")
     subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
-    run("docker", "run", "-d", "--name", CONTAINER, "--network=host", "-v",
-        f"{rollout}:/rollout:ro", SERVING_IMAGE, *batching_flags(),
-        "--model_config_file=/rollout/models.config", "--model_config_file_poll_wait_seconds=2",
-        "--allow_version_labels_for_unavailable_models=true")  # fmt: skip
+    models = trained["models"]
+    models.chmod(0o755)  # the server runs as UID 10001
+    server = subprocess.Popen(
+        make("serve", f"MODELS_DIR={models}", f"SERVING_BASE={base}", "BATCHING=1",
+             f"SERVING_IMAGE={SERVING_IMAGE}", "SERVE_PORTS=--network=host", "SERVE_VERSION=1",
+             f"DOCKER_RUN_FLAGS=--name {CONTAINER}"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     rest = f"http://127.0.0.1:{c.REST_PORT}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while True:
             try:
-                status = client.model_status_rest(rest, timeout=2)
+                status = client.Server(rest, True, timeout=2).status(c.MODEL_NAME)
                 if status["model_version_status"][0]["state"] == "AVAILABLE":
                     break
             except client.ServingError:
                 pass
             logs = subprocess.run(["docker", "logs", CONTAINER], capture_output=True, text=True)
-            assert time.monotonic() < deadline, f"not AVAILABLE in 180 s:\n{logs.stderr[-3000:]}"
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, f"not AVAILABLE in 300 s:\n{logs.stderr[-3000:]}"
             time.sleep(2)
         yield {
             "rest": rest,
             "grpc": f"127.0.0.1:{c.GRPC_PORT}",
             "base": base,
-            "config": rollout / "models.config",
+            "config": models / "mnist.config",
         }
     finally:
         subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+        server.wait(timeout=60)
 
 
 def test_the_serving_image_answers_the_clients_over_rest_and_grpc(served, mnist):
@@ -168,7 +161,7 @@ def test_the_container_answers_a_full_contract_batch_with_batching_on(served, mn
 def test_serving_verify_passes_against_the_container(served, trained):
     done = run(sys.executable, "-m", "serving", "verify", "--rest", served["rest"],
                "--run", str(trained["run_dir"]))  # fmt: skip
-    assert done.stdout.startswith("served accuracy") and " = reported " in done.stdout
+    assert done.stdout.startswith("mnist version 1 (run ") and " = reported " in done.stdout
 
 
 def test_the_serving_image_becomes_healthy(served):
@@ -189,26 +182,36 @@ def test_the_readme_serving_commands_work_as_written(served):
     assert Path(DATA_DIR, "mnist.npz").exists()
 
 
-def test_a_rollout_canary_verify_promote_rollback_in_one_container(served, trained):
-    config, rest = str(served["config"]), served["rest"]
+def test_the_operators_loop_by_version_against_make_serve(served, trained):
+    """canary -> make verify (after a --no-export run) -> promote -> rollback -> status."""
+    config, rest, grpc = str(served["config"]), served["rest"], served["grpc"]
     first, second = trained["run_dirs"]
-    done = serving("rollout", "canary", "--config", config, "--rest", rest, "2")
+    models = str(trained["models"] / "mnist")
+    step = ["--config", config, "--export-dir", models]
+    done = serving("rollout", "canary", *step, "--rest", "127.0.0.1:8501", "2")
     assert "version 2 is canary" in done.stdout
-    done = serving("verify", "--grpc", served["grpc"], "--label", "canary", "--run", str(second))
+    run(*make("train", "RUNTIME=docker", f"RUNS_DIR={trained['runs']}",
+              f"MODELS_DIR={trained['models']}", "DOCKER_RUN_FLAGS=--network=none",
+              "ARGS=--limit 1000 --epochs 1 --no-export --seed 3"))  # fmt: skip
+    done = run(*make("verify", f"MODELS_DIR={trained['models']}"))
+    assert f"mnist version 2 (export {models}/2, run " in done.stdout, done.stdout
     assert " = reported " in done.stdout
-    done = serving("rollout", "promote", "--config", config, "--rest", rest, "--run", str(second))
-    assert "version 2 is stable" in done.stdout
-    stable = client.model_metadata_rest(rest, version="stable")["model_spec"]["version"]
-    assert stable == "2"
-    done = serving("rollout", "rollback", "--config", config, "--grpc", served["grpc"])
+    done = serving("rollout", "promote", *step, "--grpc", grpc)
+    # The record names the run as the job's container saw it: runs/<name>.
+    assert done.stdout.endswith("mnist version 2 is stable\n") and second.name in done.stdout
+    done = serving("rollout", "rollback", *step, "--grpc", grpc)
     assert "version 1 is stable again" in done.stdout
-    done = serving("verify", "--rest", rest, "--label", "stable", "--run", str(first))
-    assert " = reported " in done.stdout
+    done = serving("rollout", "status", "--config", config, "--rest", rest, "--format", "json")
+    states = {v["version"]: (v["state"], v["labels"]) for v in json.loads(done.stdout)["versions"]}
+    assert states[1] == ("AVAILABLE", ["stable"]) and states[2][0] in ("END", "UNLOADING")
+    done = serving("verify", "--rest", rest, "--label", "stable", "--export-dir", models)
+    assert f"(export {models}/1, run runs/{first.name})" in done.stdout
 
 
 def test_serving_load_against_the_container_has_no_errors(served):
     done = serving("load", "--grpc", served["grpc"], "--label", "stable", "--duration", "5",
-                   "--concurrency", "4", "--batch-size", "32", "--format", "json")  # fmt: skip
+                   "--concurrency", "4", "--batch-size", "32", "--format", "json",
+                   "--max-error-rate", "0")  # fmt: skip
     report = json.loads(done.stdout)
     assert report["errors"] == {} and report["answered"] > 0, report
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -222,3 +225,11 @@ def test_serving_load_against_the_container_has_no_errors(served):
                 f"{latency['p50']} | {latency['p90']} | {latency['p99']} | {latency['max']} "
                 "| 0 |\n"
             )
+
+
+def test_serving_load_against_the_stopped_server_fails(served):
+    subprocess.run(["docker", "stop", CONTAINER], capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "serving", "load", "--rest", served["rest"],
+                           "--requests", "8", "--max-error-rate", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "UNAVAILABLE 8: " in done.stdout, done.stdout + done.stderr

@@ -170,6 +170,19 @@ def test_dockerfile_serving_uses_the_configs():
     assert "--model_config_file=/config/models.config" in text
     assert "--monitoring_config_file=/config/monitoring.config" in text
     assert "EXPOSE 8500 8501" in text
+    # serving rollout needs a polled config and labels on versions still loading.
+    assert '"--model_config_file_poll_wait_seconds=5"' in text
+    assert '"--allow_version_labels_for_unavailable_models=true"' in text
+
+
+def test_make_serve_polls_a_rollout_config_in_the_mounted_models_and_names_a_fallback():
+    done = subprocess.run(["make", "-n", "serve", "MODELS_DIR=/m"], cwd=REPO, capture_output=True,
+                          text=True)  # fmt: skip
+    assert "rollout start --config /m/mnist.config" in done.stdout
+    assert "-v /m:/models:ro" in done.stdout and "--model_config_file=/models/mnist.config" in (
+        done.stdout
+    )
+    assert "try make serve SERVING_TAG=2.20.0" in done.stdout
 
 
 def test_makefile_defines_each_target_once():

@@ -85,7 +85,7 @@ def test_the_jobs_report_says_whether_onednn_ran(tmp_path, synthetic_npz, given,
 
 
 @pytest.mark.skipif(platform.machine().lower() not in cpu.X86_64, reason="x86-64 only")
-@pytest.mark.parametrize("cli", ["job.cli", "serving.cli"])
+@pytest.mark.parametrize("cli", ["job.cli"])  # serving does no math: it leaves TensorFlow be
 def test_both_command_lines_ask_for_onednn_before_a_command_runs(monkeypatch, cli):
     from click.testing import CliRunner
 

@@ -116,3 +116,18 @@ def test_serving_network_policy_admits_only_the_serving_ports():
     ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
     assert ports == {c.GRPC_PORT, c.REST_PORT}
     assert policy["egress"] == []
+
+
+def test_the_serving_pods_poll_a_rollout_config_with_a_stable_label():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    docs = {d["kind"]: d for d in documents("serving.yaml")}
+    (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["--model_config_file=/rollout/mnist.config"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/rollout"] == "rollout"
+    text = docs["ConfigMap"]["data"]["mnist.config"]
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.base_path == "/models/mnist" and dict(model.version_labels) == {"stable": 1}

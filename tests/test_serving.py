@@ -3,7 +3,10 @@
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,13 +88,13 @@ def test_png_bytes_and_pixels_give_the_same_digit(server, mnist):
 
 def test_status_and_metadata(server):
     for status in (
-        client.model_status_rest(server.rest_url),
-        client.model_status_grpc(server.grpc_target),
+        client.Server(server.rest_url, True).status(c.MODEL_NAME),
+        client.Server(server.grpc_target, False).status(c.MODEL_NAME),
     ):
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
     for meta in (
-        client.model_metadata_rest(server.rest_url),
-        client.model_metadata_grpc(server.grpc_target),
+        client.Server(server.rest_url, True).metadata(c.MODEL_NAME),
+        client.Server(server.grpc_target, False).metadata(c.MODEL_NAME),
     ):
         signatures = meta["metadata"]["signature_def"]["signature_def"]
         default = signatures[c.SIGNATURE_PIXELS]
@@ -120,7 +123,7 @@ def test_standin_answers_bad_requests_with_tf_serving_errors(server, body, statu
     reply = requests.post(f"{server.rest_url}/v1/models/mnist:predict", data=body, timeout=10)
     assert reply.status_code == status
     assert set(reply.json()) == {"error"}
-    assert client.model_status_rest(server.rest_url)  # still serving
+    assert client.Server(server.rest_url, True).status(c.MODEL_NAME)  # still serving
 
 
 def test_unknown_model_and_version(server, mnist):
@@ -164,10 +167,11 @@ def test_cli_classifies_digit_pngs_over_rest_and_grpc(server, mnist, tmp_path):
     np.save(tmp_path / "batch.npy", mnist.x_test[8:12])
     for flag, target in (("--rest", server.rest_url), ("--grpc", server.grpc_target)):
         result = CliRunner().invoke(
-            main, ["predict", flag, target, "--json", *files, str(tmp_path / "batch.npy")]
+            main, ["predict", flag, target, "--format", "json", *files, str(tmp_path / "batch.npy")]
         )
         assert result.exit_code == 0, result.output
-        rows = json.loads(result.output)
+        assert result.stderr == f"{target}: mnist version 1 answered\n"
+        rows = json.loads(result.stdout)
         assert len(rows) == 12
         digits = [r["digit"] for r in rows]
         assert np.mean(np.array(digits) == mnist.y_test[:12]) >= 0.8
@@ -247,8 +251,8 @@ def test_standin_status_and_metadata_have_tf_servings_shapes(server):
     assert set(images) == {"dtype", "tensor_shape", "name"} and images["dtype"] == "DT_UINT8"
     dims = [{"size": "-1", "name": ""}] + [{"size": "28", "name": ""}] * 2
     assert images["tensor_shape"] == {"dim": dims, "unknown_rank": False}
-    assert client.model_status_grpc(server.grpc_target) == status
-    assert client.model_metadata_grpc(server.grpc_target) == meta
+    assert client.Server(server.grpc_target, False).status(c.MODEL_NAME) == status
+    assert client.Server(server.grpc_target, False).metadata(c.MODEL_NAME) == meta
 
 
 def test_standin_predict_replies_have_tf_servings_shapes(server, mnist):
@@ -267,14 +271,19 @@ def test_standin_predict_replies_have_tf_servings_shapes(server, mnist):
 @pytest.mark.parametrize("protocol", ["--rest", "--grpc"])
 def test_verify_agrees_with_the_run_that_made_the_served_model(server, trained_run, protocol):
     target = server.rest_url if protocol == "--rest" else server.grpc_target
-    result = CliRunner().invoke(
-        main, ["verify", protocol, target, "--run", str(trained_run["run_dir"])]
-    )
-    assert result.exit_code == 0, result.output
-    (line,) = result.output.strip().splitlines()
     reported = json.loads((trained_run["run_dir"] / "metrics.json").read_text())
-    assert line.startswith(f"served accuracy {reported['test']['accuracy']:.4f} = reported")
-    assert "10000 images in 40 requests" in line and "p99" in line
+    export = trained_run["export_dir"]
+    # --run names the report; without it, the served version's export names its run.
+    for given, source in (
+        (["--run", str(trained_run["run_dir"])], f"(run {trained_run['run_dir']})"),
+        (["--export-dir", str(export)], f"(export {export / '1'}, run {trained_run['run_dir']})"),
+    ):
+        result = CliRunner().invoke(main, ["verify", protocol, target, *given])
+        assert result.exit_code == 0, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith(f"mnist version 1 {source}: served accuracy ")
+        assert f" {reported['test']['accuracy']:.4f} = reported" in line
+        assert "10000 images in 40 requests" in line and "p99" in line
 
 
 @needs_this_runs_model
@@ -288,6 +297,9 @@ def test_verify_fails_in_one_line_against_another_runs_report(server, trained_ru
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error:") and " != reported " in line and str(other) in line
+    assert "mnist version 1 (run" in line
+    result = CliRunner().invoke(main, ["verify", "--rest", server.rest_url, "--export-dir", "x"])
+    assert result.exit_code == 1 and "give --export-dir" in result.output
 
 
 def test_mnist_test_names_the_cache_and_options_that_exist(tmp_path):
@@ -430,8 +442,6 @@ def test_a_path_outside_the_api_is_not_found(server):
 @pytest.fixture(scope="module")
 def two_versions(trained_run, tmp_path_factory):
     """A model base path holding versions 1 and 2 (the same export twice)."""
-    import shutil
-
     base = tmp_path_factory.mktemp("two") / "mnist"
     for version in ("1", "2"):
         shutil.copytree(trained_run["version_dir"], base / version)
@@ -457,8 +467,8 @@ def versions(status: dict) -> list[str]:
 @standin_only
 def test_the_project_config_serves_only_the_newest_version(two_versions, mnist):
     with StandIn(project_models_config(two_versions)) as standin:
-        assert versions(client.model_status_rest(standin.rest_url)) == ["2"]
-        assert versions(client.model_status_grpc(standin.grpc_target)) == ["2"]
+        assert versions(client.Server(standin.rest_url, True).status(c.MODEL_NAME)) == ["2"]
+        assert versions(client.Server(standin.grpc_target, False).status(c.MODEL_NAME)) == ["2"]
         for call, target in (
             (client.predict_rest, standin.rest_url),
             (client.predict_grpc, standin.grpc_target),
@@ -477,8 +487,11 @@ def test_every_version_is_listed_newest_first_under_all(two_versions):
     config = project_models_config(two_versions)
     config.model_config_list.config[0].model_version_policy.all.SetInParent()
     with StandIn(config) as standin:
-        assert versions(client.model_status_rest(standin.rest_url)) == ["2", "1"]
-        assert versions(client.model_status_grpc(standin.grpc_target)) == ["2", "1"]
+        assert versions(client.Server(standin.rest_url, True).status(c.MODEL_NAME)) == ["2", "1"]
+        assert versions(client.Server(standin.grpc_target, False).status(c.MODEL_NAME)) == [
+            "2",
+            "1",
+        ]
 
 
 @standin_only
@@ -509,7 +522,7 @@ def test_version_labels_need_the_flag_at_startup_and_name_versions(two_versions,
                 timeout=10,
             )
             assert (reply.status_code, reply.json()) == (status, {"error": error})
-        assert versions(client.model_status_rest(standin.rest_url)) == ["1"]
+        assert versions(client.Server(standin.rest_url, True).status(c.MODEL_NAME)) == ["1"]
 
 
 @standin_only
@@ -608,13 +621,14 @@ def test_a_rollout_from_canary_to_stable_and_back(two_versions, trained_run, tmp
         ]
     ).start()
     try:
-        server = ["--config", str(config), "--grpc", standin.grpc_target, "--wait", "60"]
+        server = ["--config", str(config), "--grpc", standin.grpc_target, "--wait", "60",
+                  "--export-dir", str(two_versions)]  # fmt: skip
         assert "version 2 is canary" in rollout("canary", *server, "2")
         assert labels() == {"stable": 1, "canary": 2}
         canary = client.predict_rest(standin.rest_url, pixels=mnist.x_test[:4], version="canary")
         assert canary[c.OUTPUT_DIGIT].shape == (4,)
         promoted = rollout("promote", *server, "--run", str(trained_run["run_dir"]))
-        assert "version 2 is stable: served accuracy" in promoted
+        assert promoted.endswith("\nmnist version 2 is stable\n") and " = reported " in promoted
         assert labels() == {"stable": 2, "canary": 2, "previous": 1}
         status = CliRunner().invoke(main, ["status", "--rest", standin.rest_url, "--label", "x"])
         assert json.loads(status.output)["model_version_status"][0]["version"] == "2"
@@ -625,15 +639,81 @@ def test_a_rollout_from_canary_to_stable_and_back(two_versions, trained_run, tmp
             standin.models.reload(moved)
         assert "version 1 is stable again" in rollout("rollback", *server)
         assert labels() == {"stable": 1}
-        meta = client.model_metadata_grpc(standin.grpc_target, version="stable")
+        meta = client.Server(standin.grpc_target, False).metadata(c.MODEL_NAME, "stable")
         assert meta["model_spec"]["version"] == "1"
+        # The unloaded version stays listed as END, as in the real server.
+        table = rollout("status", "--config", str(config), "--rest", standin.rest_url)
+        assert table.splitlines()[1:3] == ["      2  END", "      1  AVAILABLE  stable"]
+        shown = json.loads(rollout("status", "--config", str(config), "--grpc",
+                                   standin.grpc_target, "--format", "json"))  # fmt: skip
+        assert shown["versions"][1] == {"version": 1, "state": "AVAILABLE", "labels": ["stable"],
+                                        "error": ""}  # fmt: skip
+        assert shown["config"] == {"path": str(config), "versions": [1], "labels": {"stable": 1}}
     finally:
         standin.stop()
 
 
-def load_report(*args) -> dict:
+@standin_only
+def test_a_rollout_step_that_cannot_succeed_fails_at_once_and_leaves_the_config(
+    two_versions, tmp_path
+):
+    from tests.tf_serving_standin import from_flags
+
+    config = tmp_path / "rollout.config"
+    base = tmp_path / "mnist"
+    shutil.copytree(two_versions / "1", base / "1")
+    (base / "3").mkdir()  # a version folder with no SavedModel in it: its load fails
+    relative = CliRunner().invoke(main, ["rollout", "start", "--config", str(config),
+                                         "--base-path", "models/mnist", "1"])  # fmt: skip
+    assert relative.exit_code == 1 and "absolute path" in relative.output
+    assert not config.exists()
+    CliRunner().invoke(main, ["rollout", "start", "--config", str(config), "--base-path",
+                              str(base), "1"])  # fmt: skip
+    written = config.read_text()
+    standin = from_flags([f"--model_config_file={config}", "--port=0", "--rest_api_port=0",
+                          "--model_config_file_poll_wait_seconds=1",
+                          "--allow_version_labels_for_unavailable_models"]).start()  # fmt: skip
+    try:
+        step = ["--config", str(config), "--grpc", standin.grpc_target, "--export-dir", str(base)]
+        started = time.monotonic()
+        for version, message in (("5", f"{base}: no version 5 to load"),
+                                 ("3", "version 3 failed to load: NOT_FOUND")):  # fmt: skip
+            result = CliRunner().invoke(main, ["rollout", "canary", *step, version])
+            assert result.exit_code == 1 and message in result.output, result.output
+            assert config.read_text() == written
+        assert time.monotonic() - started < 30  # not the whole --wait of 120 s
+        for command in ("promote", "rollback"):
+            result = CliRunner().invoke(main, ["rollout", command, *step])
+            assert result.exit_code == 1 and "label for mnist" in result.output
+        assert config.read_text() == written
+    finally:
+        standin.stop()
+
+
+@standin_only
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m, config: config.model_config_list.config.add().CopyFrom(m),
+         "Illegal to list model mnist multiple times in config list"),
+        (lambda m, config: setattr(m, "base_path", "models/mnist"),
+         "Expected model mnist to have an absolute path or URI; got base_path()=models/mnist"),
+        (lambda m, config: setattr(m, "model_platform", "pytorch"),
+         "PlatformConfigMap has no entry for platform pytorch"),
+    ],
+)  # fmt: skip
+def test_the_standin_refuses_configs_as_server_core_does(two_versions, change, message):
+    from tests.tf_serving_standin import StartupError
+
+    config = project_models_config(two_versions)
+    change(config.model_config_list.config[0], config)
+    with pytest.raises(StartupError, match=re.escape(message)):
+        StandIn(config)
+
+
+def load_report(*args, exit_code: int = 0) -> dict:
     result = CliRunner().invoke(main, ["load", *args, "--format", "json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -648,12 +728,92 @@ def test_load_reports_throughput_latency_and_errors_by_code(server):
         for signature in (c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES):
             report = load_report(flag, target, "--duration", "1", "--signature", signature)
             assert report["answered"] >= 1 and report["errors"] == {}
-    refused = load_report("--rest", server.rest_url, "--label", "nope", "--requests", "5")
+    assert report["version"] == 1
+    refused = load_report("--rest", server.rest_url, "--label", "nope", "--requests", "5",
+                          exit_code=1)  # fmt: skip
     assert refused["errors"] == {"HTTP 400": 5} and refused["answered"] == 0
-    refused = load_report("--grpc", server.grpc_target, "--version", "99", "--requests", "3")
+    assert "Unrecognized servable version label: nope" in refused["first_errors"]["HTTP 400"]
+    refused = load_report("--grpc", server.grpc_target, "--version", "99", "--requests", "3",
+                          "--max-error-rate", "1")  # fmt: skip
     assert refused["errors"] == {"NOT_FOUND": 3}
 
 
 def test_load_needs_a_bound():
     result = CliRunner().invoke(main, ["load", "--rest", "http://127.0.0.1:9"])
     assert result.exit_code == 2 and "--requests" in result.output
+
+
+def test_load_against_a_stopped_server_fails_with_the_first_error_of_each_code():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, ["load", "--rest", url, "--requests", "4"])
+    assert result.exit_code == 1
+    assert "UNAVAILABLE 4: " in result.stdout and "cannot connect" in result.stdout
+    assert "error: 4 of 4 requests failed; --max-error-rate is 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "--grpc", "http://localhost:8500"], "takes no scheme; write localhost:8500"),
+        (["status", "--grpc", "a b"], "expected a gRPC target HOST:PORT"),
+        (["status", "--rest", "ftp://host:8501"], "expected a REST address"),
+        (["status", "--rest", "http://host:x"], "expected a REST address"),
+        (["predict", "--rest", "h:1", "--mnist-test", "5:2"], "expected 0 <= START < STOP"),
+        (["predict", "--rest", "h:1"], "nothing to send"),
+        (["load", "--rest", "h:1", "--requests", "1", "--max-error-rate", "2"], "0<=x<=1"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_addresses_without_a_scheme_mean_http():
+    assert client.rest_address("127.0.0.1:8501") == "http://127.0.0.1:8501"
+    assert client.rest_address("https://h/") == "https://h"
+    assert client.grpc_address("[::1]:8500") == "[::1]:8500"
+
+
+def test_the_serving_cli_prints_its_version_and_deprecates_json(tmp_path):
+    from importlib.metadata import version
+
+    assert CliRunner().invoke(main, ["--version"]).output.endswith(f"{version('mnist-job')}\n")
+    (tmp_path / "1" / "assets.extra").mkdir(parents=True)
+    (tmp_path / "1" / "assets.extra" / c.CARD_JSON).write_text('{"a": 1}')
+    result = CliRunner().invoke(main, ["card", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"a": 1}
+    assert "--json is deprecated; use --format json" in result.stderr
+
+
+def test_rest_commands_import_no_tensorflow_pandas_or_matplotlib():
+    code = (
+        "import sys; from serving.cli import main; import serving.rollout, serving.verify, "
+        "serving.load; heavy = {'tensorflow', 'pandas', 'matplotlib', 'job.report', 'job.cli'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_grpc_predict_prints_nothing_of_tensorflows(server):
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "predict", "--grpc", server.grpc_target,
+         "--mnist-test", "0:2"],
+        capture_output=True, text=True, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"{server.grpc_target}: mnist version 1 answered\n"
+
+
+def test_a_rollout_waits_through_start_loading_and_an_old_end_but_not_a_failed_load():
+    from serving.rollout import loaded
+
+    ok = {"error_code": "OK", "error_message": ""}
+    for state in ("START", "LOADING", "UNLOADING", "END"):
+        assert loaded({"version": "2", "state": state, "status": ok}) is False
+    assert loaded({"version": "2", "state": "AVAILABLE", "status": ok}) is True
+    failed = {"error_code": "NOT_FOUND", "error_message": "no SavedModel"}
+    with pytest.raises(client.ServingError, match="version 2 failed to load: NOT_FOUND"):
+        loaded({"version": "2", "state": "END", "status": failed})

@@ -181,6 +181,32 @@ def versions_to_serve(model_config, on_disk: list[int]) -> list[int]:
     return sorted(on_disk)[-keep:]
 
 
+def validate_config_list(config) -> None:
+    """server_core.cc, ValidateModelConfigList, GetPlatform and CreateAdapter: unique
+    names, absolute base paths or URIs (UriIsRelativePath, tsl's io::ParseURI), and a
+    platform the server has (main.cc configures "tensorflow")."""
+    names = set()
+    for model in config.model_config_list.config:
+        if model.name in names:
+            raise invalid(f"Illegal to list model {model.name} multiple times in config list")
+        names.add(model.name)
+        if not re.match(r"/|[A-Za-z][0-9A-Za-z.]*://", model.base_path):
+            raise invalid(
+                f"Expected model {model.name} to have an absolute path or URI; got "
+                f"base_path()={model.base_path}"
+            )
+        if not model.model_platform:
+            raise invalid(
+                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                f"ModelServerConfig::model_platform, model name is {model.name}"
+            )
+        if model.model_platform != "tensorflow":
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"PlatformConfigMap has no entry for platform {model.model_platform}",
+            )
+
+
 class Models:
     """What a ServerCore holds: each configured model's loaded versions and labels."""
 
@@ -188,12 +214,19 @@ class Models:
         self.max_batch = max_input_batch_size(batching)
         self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self.versions: dict[str, dict[int, Servable]] = {}
+        # Versions that were unloaded or failed to load: (error code, message); the server
+        # keeps listing them as END (servable_state_monitor.cc keeps kEnd states; only
+        # ForgetUnloadedServableStates, which no server code calls, drops them).
+        self.ended: dict[str, dict[int, tuple[int, str]]] = {}
         self.labels: dict[str, dict[str, int]] = {}
         self.lock = threading.Lock()
         try:
             self.reload(config)
         except RequestError as exc:
             raise StartupError(f"{exc.code.name}: {exc}") from None
+        failed = [m for gone in self.ended.values() for _, m in gone.values() if m]
+        if failed:  # server_core.cc waits for the first config's versions: a failure stops it
+            raise StartupError(failed[0])
 
     def reload(self, config) -> None:
         """server_core.cc, ReloadConfig: the labels first (UpdateModelVersionLabelMap),
@@ -202,6 +235,7 @@ class Models:
         --allow_version_labels_for_unavailable_models, and even then not move an existing
         label to an unavailable one. So the first config's labels need that flag
         (tensorflow/serving#1608), and a label moves to a new version only once it loads."""
+        validate_config_list(config)
         labels = {}
         for model in config.model_config_list.config:
             loaded = self.versions.get(model.name, {})
@@ -216,18 +250,26 @@ class Models:
                     )
             labels[model.name] = dict(model.version_labels)
         self.labels = labels
-        versions = {}
+        versions, ended = {}, {name: dict(gone) for name, gone in self.ended.items()}
         for model in config.model_config_list.config:
             base, current = Path(model.base_path), self.versions.get(model.name, {})
+            gone, served = ended.setdefault(model.name, {}), {}
             # file_system_storage_path_source.cc: only all-digit folder names are versions.
             on_disk = (
                 [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
             )
-            versions[model.name] = {
-                v: current.get(v) or Servable(base / str(v))
-                for v in versions_to_serve(model, on_disk)
-            }
-        self.versions = versions
+            for v in versions_to_serve(model, on_disk):
+                try:
+                    served[v] = current.get(v) or Servable(base / str(v))
+                    gone.pop(v, None)
+                except Exception as exc:  # basic_manager.cc: a failed load ends in kEnd
+                    # TensorFlow's C++ loader (cc/saved_model/reader.cc) says NOT_FOUND for
+                    # a folder without a SavedModel, where its Python loader raises OSError.
+                    code = getattr(exc, "error_code", 5 if isinstance(exc, OSError) else 2)
+                    gone[v] = (code, " ".join(str(exc).split())[:300])
+            gone.update({v: (0, "") for v in set(current) - set(served)})
+            versions[model.name] = served
+        self.versions, self.ended = versions, ended
 
     def resolve(self, name: str, version: int | None, label: str | None) -> tuple[int, Servable]:
         """The servable a ModelSpec names (server_core.cc ServableRequestFromModelSpec and
@@ -248,17 +290,22 @@ class Models:
     def status(self, name: str, version: int | None):
         """model_servers/get_model_status_impl.cc; newest first, as core/
         servable_state_monitor.h orders its VersionMap (std::greater)."""
-        loaded = self.versions.get(name, {})
-        if version is not None and version not in loaded:
+        loaded, ended = self.versions.get(name, {}), self.ended.get(name, {})
+        known = set(loaded) | set(ended)
+        if version is not None and version not in known:
             raise not_found(f"Could not find version {version} of model {name}")
-        if not loaded:
+        if not known:
             raise not_found(f"Could not find any versions of model {name}")
         response = get_model_status_pb2.GetModelStatusResponse()
-        for v in [version] if version is not None else sorted(loaded, reverse=True):
+        for v in [version] if version is not None else sorted(known, reverse=True):
             entry = response.model_version_status.add()
             entry.version = v
-            entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
             entry.status.SetInParent()  # error_code OK, error_message ""
+            if v in loaded:
+                entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+            else:
+                entry.state = get_model_status_pb2.ModelVersionStatus.END
+                entry.status.error_code, entry.status.error_message = ended[v]
         return response
 
     def metadata(

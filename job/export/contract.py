@@ -3,6 +3,8 @@
 Change a name here and every side changes with it; nothing else spells these strings.
 """
 
+from pathlib import Path
+
 MODEL_NAME = "mnist"
 GRPC_PORT = 8500
 REST_PORT = 8501
@@ -29,3 +31,11 @@ MAX_IMAGE_PIXELS = 4_000_000
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
 RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it
+
+# Files both CLIs read. The MNIST cache: the job verifies the arrays before it writes this
+# file, so clients read it as it is.
+CACHE_DIR_VARIABLE = "MNIST_JOB_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
+MNIST_FILE = "mnist.npz"
+REPORT_FILE = "metrics.json"  # in a finished run directory
+CARD_MARKDOWN, CARD_JSON = "model_card.md", "model_card.json"  # under assets.extra/

@@ -9,16 +9,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 import click
 
-from job.cli.options import option_group
-from job.cpu import enable_onednn_by_default
 from job.export import contract as c
-from serving.client import ServingError
+from serving import ServingError, client
 
 EXIT_REQUEST_FAILED = 1
-EXIT_BAD_INPUT = 2
 MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
 
 
@@ -34,56 +32,111 @@ def one_line_errors(command):
     return wrapper
 
 
-rest_option = click.option(
-    "--rest", metavar="URL", help="REST base URL, e.g. http://localhost:8501"
-)
-grpc_option = click.option(
-    "--grpc", "grpc_target", metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
-)
+def option_group(*options):
+    """One decorator for several click options; ``--help`` lists them in the order given."""
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def address(parse):
+    """A click callback: the address as ``parse`` makes it, or a usage error (exit 2)."""
+
+    def callback(ctx, param, value):
+        try:
+            return None if value is None else parse(value)
+        except ServingError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
 model_option = click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name.")
-timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar=c.CACHE_DIR_VARIABLE,
+    default=c.DEFAULT_CACHE_DIR,
     show_default=True,
-    help="Seconds before a request is given up.",
+    show_envvar=True,
+    help="Where verified MNIST is cached as mnist.npz (make and both CLIs share it).",
 )
-server_options = option_group(
-    rest_option,
-    grpc_option,
-    model_option,
+format_option = click.option(
+    "--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+    show_default=True, help="json: one object for programs.",
+)  # fmt: skip
+export_dir_option = click.option(
+    "--export-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=f"models/{c.MODEL_NAME}",
+    show_default=True,
+    help="The model base path here: each version's run record says which run made it.",
+)
+run_option = click.option(
+    "--run", "run_dir", type=click.Path(path_type=Path),
+    help="Compare with this run's metrics.json.  [default: the run that made the version served]",
+)  # fmt: skip
+_protocol_options = (
     click.option(
-        "--version",
-        "model_version",
-        type=click.IntRange(min=1),
+        "--rest", callback=address(client.rest_address), metavar="URL",
+        help="REST address, e.g. http://localhost:8501 (host:port means http://).",
+    ),
+    click.option(
+        "--grpc", "grpc_target", callback=address(client.grpc_address), metavar="HOST:PORT",
+        help="gRPC address, e.g. localhost:8500 (no scheme).",
+    ),
+)  # fmt: skip
+_version_options = (
+    click.option(
+        "--version", "model_version", type=click.IntRange(min=1),
         help="Model version.  [default: the newest the server has]",
     ),
     click.option(
         "--label", help="Version label instead of a number, e.g. stable or canary (version_labels)."
     ),
-    timeout_option,
-)
+)  # fmt: skip
+_timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+    help="Seconds before a request is given up.",
+)  # fmt: skip
 
 
-def version_choice(model_version: int | None, label: str | None):
-    """--version or --label, as the clients take it (a number or a label)."""
-    if model_version is not None and label:
-        raise click.UsageError("give --version or --label, not both")
-    return label or model_version
+def server_options(with_version: bool = True):
+    """--rest or --grpc, --model, [--version or --label,] --timeout -> the command gets
+    ``server`` (a client.Server), ``model`` [and ``version``: a number, a label or None]."""
 
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(rest, grpc_target, timeout, model_version=None, label=None, **kwargs):
+            if bool(rest) == bool(grpc_target):
+                raise click.UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
+            if model_version is not None and label:
+                raise click.UsageError("give --version or --label, not both")
+            if with_version:
+                kwargs["version"] = label or model_version
+            if grpc_target and click.get_current_context().find_root().obj == "quiet":
+                client.import_tensorflow_quietly()
+            return command(server=client.Server(rest or grpc_target, bool(rest), timeout), **kwargs)
 
-def pick_server(rest: str | None, grpc_target: str | None, rest_call, grpc_call):
-    """The client function for the protocol given, and its target."""
-    if bool(rest) == bool(grpc_target):
-        raise click.UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
-    return (rest_call, rest) if rest else (grpc_call, grpc_target)
+        versions = _version_options if with_version else ()
+        return option_group(*_protocol_options, model_option, *versions, _timeout_option)(wrapper)
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Query the MNIST model on TensorFlow Serving (REST or gRPC)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    enable_onednn_by_default()  # before any command imports TensorFlow
+@click.version_option(package_name="mnist-job", prog_name="mnist-serving")
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own log lines.")
+@click.pass_context
+def main(ctx, verbose: bool) -> None:
+    """Query the MNIST model on TensorFlow Serving (REST or gRPC), and operate it."""
+    if not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        ctx.obj = "quiet"  # gRPC imports TensorFlow: its log lines and CUDA probes stay hidden
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 def _register() -> None:

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import click
+import numpy as np
+import requests
 
-from job.cli.options import cache_dir_option, option_group, run_option
 from job.export import contract as c
+from serving import ServingError
 from serving.cli import (
     MAX_LOAD_SECONDS,
-    grpc_option,
+    cache_dir_option,
+    export_dir_option,
+    format_option,
     main,
     model_option,
     one_line_errors,
-    pick_server,
-    rest_option,
+    run_option,
     server_options,
-    timeout_option,
-    version_choice,
 )
-from serving.cli.query import check_deployment, load_mnist_test
+from serving.cli.query import load_mnist_test
+from serving.verify import verify
 
 
 @main.command()
-@server_options
+@server_options()
 @click.option("--requests", "max_requests", type=click.IntRange(min=1), help="Requests to send.")
 @click.option(
     "--duration",
@@ -48,51 +51,56 @@ from serving.cli.query import check_deployment, load_mnist_test
     help="Images per request.",
 )  # fmt: skip
 @click.option(
-    "--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-    show_default=True, help="json: one object for programs.",
+    "--max-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+    help="Exit 1 when more than this fraction of the requests failed.",
 )  # fmt: skip
+@format_option
 @cache_dir_option
 @one_line_errors
-def load(
-    rest,
-    grpc_target,
-    model,
-    model_version,
-    label,
-    timeout,
-    max_requests,
-    duration,
-    concurrency,
-    signature,
-    batch_size,
-    output_format,
-    cache_dir,
-):
+def load(server, model, version, max_requests, duration, concurrency, signature, batch_size,
+         max_error_rate, output_format, cache_dir):  # fmt: skip
     """Load test: send MNIST test images from --concurrency workers until --requests are
     sent or --duration has passed (one of them is needed), then print throughput, latency
-    percentiles and errors by code. Only the address given is sent to; --timeout is each
-    request's deadline."""
-    from serving import client
+    percentiles, errors by code with the first message of each, and the version that
+    answered. Only the address given is sent to; --timeout is each request's deadline."""
     from serving.load import run_load
 
     if max_requests is None and duration is None:
         raise click.UsageError("give --requests N, --duration SECONDS, or both")
-    call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
-    version = version_choice(model_version, label)
     images, _ = load_mnist_test(cache_dir)
+    make_sender = sender_factory(server, model, version, signature, batch_size, images)
+    seconds = duration or MAX_LOAD_SECONDS
+    result = run_load(make_sender, batch_size, concurrency, max_requests, seconds, progress)
+    click.echo("", err=True)
+    try:
+        answered = server.version_of(model, version)
+    except ServingError:
+        answered = None
+    if output_format == "json":
+        summary = {"target": server.target, "signature": signature, "version": answered}
+        click.echo(json.dumps({**summary, **result.summary()}))
+    else:
+        click.echo(f"{server.target} {signature} version {answered or '-'}\n{result.table()}")
+    failed = sum(result.errors.values())
+    if failed > max_error_rate * result.requests:
+        raise ServingError(
+            f"{failed} of {result.requests} requests failed; --max-error-rate is {max_error_rate:g}"
+        )
+
+
+def sender_factory(server, model, version, signature, batch_size, images):
+    """make_sender for run_load: each worker reuses one connection (a requests.Session or a
+    gRPC channel) and sends rows i*batch_size.. of the test set, wrapping around."""
     pngs = encode_pngs(images[:256]) if signature == c.SIGNATURE_IMAGE_BYTES else None
 
     def make_sender():
-        import grpc
-        import numpy as np
-        import requests
-
-        if rest:
+        if server.rest:
             reuse = {"session": requests.Session()}
-        else:
-            import tensorflow  # noqa: F401  the gRPC client's tensors: imported before the clock
+        else:  # deferred: only gRPC needs them; TensorFlow is imported before the clock
+            import grpc
+            import tensorflow  # noqa: F401
 
-            reuse = {"channel": grpc.insecure_channel(target)}
+            reuse = {"channel": grpc.insecure_channel(server.target)}
 
         def send(i: int) -> None:
             rows = range(i * batch_size, (i + 1) * batch_size)
@@ -101,32 +109,21 @@ def load(
                 if pngs
                 else {"pixels": np.take(images, rows, axis=0, mode="wrap")}
             )
-            call(target, model, version=version, timeout=timeout, signature=signature,
-                 **given, **reuse)  # fmt: skip
+            server.predict(model, version=version, signature=signature, **given, **reuse)
 
         return send
 
-    def progress(so_far) -> None:
-        rate = len(so_far.latencies) / so_far.seconds if so_far.seconds else 0.0
-        errors = sum(so_far.errors.values())
-        click.echo(
-            f"\r{so_far.requests} requests, {errors} errors, {rate:.0f}/s ", nl=False, err=True
-        )
+    return make_sender
 
-    result = run_load(
-        make_sender, batch_size, concurrency, max_requests, duration or MAX_LOAD_SECONDS, progress
-    )
-    click.echo("", err=True)
-    if output_format == "json":
-        click.echo(json.dumps({"target": target, "signature": signature, **result.summary()}))
-    else:
-        click.echo(f"{target} {signature}\n{result.table()}")
+
+def progress(so_far) -> None:
+    rate = len(so_far.latencies) / so_far.seconds if so_far.seconds else 0.0
+    errors = sum(so_far.errors.values())
+    click.echo(f"\r{so_far.requests} requests, {errors} errors, {rate:.0f}/s ", nl=False, err=True)
 
 
 def encode_pngs(images) -> list[bytes]:
-    import io
-
-    from PIL import Image
+    from PIL import Image  # deferred: only --signature predict_image needs Pillow
 
     encoded = []
     for pixels in images:
@@ -138,18 +135,20 @@ def encode_pngs(images) -> list[bytes]:
 
 @main.group()
 def rollout() -> None:
-    """Staged rollouts with version labels: start, canary, promote, rollback.
+    """Staged rollouts with version labels: start, canary, promote, rollback, status.
 
     Each step rewrites the model config file the server polls
-    (--model_config_file_poll_wait_seconds) and waits until the server serves it."""
+    (--model_config_file_poll_wait_seconds), waits until the server serves it, and puts the
+    file back as it was when the server does not."""
 
 
 config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The model config file the server reads (--model_config_file).",
+    default=f"models/{c.MODEL_NAME}.config",
+    show_default=True,
+    help="The model config file the server polls (make serve writes and mounts this one).",
 )
 wait_option = click.option(
     "--wait",
@@ -158,19 +157,19 @@ wait_option = click.option(
     show_default=True,
     help="Seconds to wait for the server to serve each change.",
 )
-rollout_options = option_group(
-    config_option, rest_option, grpc_option, model_option, timeout_option, wait_option
-)
 
 
-def served_label(rest, grpc_target, model, label, timeout):
-    """A function that asks the server which version ``label`` names now."""
-    from serving import client
+def rollout_step(command):
+    """The options every step against a running server takes."""
+    for option in reversed((config_option, wait_option, export_dir_option)):
+        command = option(command)
+    return server_options(with_version=False)(command)
 
-    call, target = pick_server(
-        rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
-    )
-    return lambda: int(call(target, model, label, timeout)["model_spec"]["version"])
+
+def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None:
+    from serving import rollout as r
+
+    r.wait_for(lambda: server.version_of(model, label), wanted, f"label {label}", wait)
 
 
 @rollout.command("start")
@@ -180,7 +179,7 @@ def served_label(rest, grpc_target, model, label, timeout):
     "--base-path",
     default=f"/models/{c.MODEL_NAME}",
     show_default=True,
-    help="The model base path as the server sees it.",
+    help="The model base path as the server sees it: absolute, or a URI.",
 )
 @click.argument("version", type=click.IntRange(min=1))
 @one_line_errors
@@ -193,62 +192,102 @@ def rollout_start(config_path, model, base_path, version):
 
 
 @rollout.command("canary")
-@rollout_options
+@rollout_step
 @click.argument("version", type=click.IntRange(min=1))
 @one_line_errors
-def rollout_canary(config_path, rest, grpc_target, model, timeout, wait, version):
+def rollout_canary(server, model, config_path, wait, export_dir, version):
     """Load VERSION (an export that passed the quality gate) beside stable, then label it
     canary once the server has it."""
-    from serving import client
     from serving import rollout as r
 
     labels = r.labels_of(config_path, model, r.STABLE)
-    status, target = pick_server(
-        rest, grpc_target, client.model_status_rest, client.model_status_grpc
-    )
-    r.serve(config_path, model, labels, extra=version)
+    if export_dir.is_dir() and not (export_dir / str(version)).is_dir():
+        raise ServingError(f"{export_dir}: no version {version} to load")
+    with r.restored_on_failure(config_path):
+        r.serve(config_path, model, labels, extra=version)
 
-    def available():
-        (entry,) = status(target, model, version, timeout)["model_version_status"]
-        return version if entry["state"] == "AVAILABLE" else None
+        def available():
+            entry = server.status(model, version)["model_version_status"][0]
+            return version if r.loaded(entry) else None
 
-    r.wait_for(available, version, f"{model} version {version}", wait)
-    r.serve(config_path, model, {**labels, r.CANARY: version})
-    canary = served_label(rest, grpc_target, model, r.CANARY, timeout)
-    r.wait_for(canary, version, f"label {r.CANARY}", wait)
-    click.echo(f"{target}: {model} version {version} is {r.CANARY}")
+        r.wait_for(available, version, f"{model} version {version}", wait)
+        r.serve(config_path, model, {**labels, r.CANARY: version})
+        wait_label(server, model, r.CANARY, version, wait)
+    click.echo(f"{server.target}: {model} version {version} is {r.CANARY}")
 
 
 @rollout.command("promote")
-@rollout_options
-@run_option("The run that made the canary (its metrics.json).")
+@rollout_step
+@run_option
 @cache_dir_option
 @one_line_errors
-def rollout_promote(config_path, rest, grpc_target, model, timeout, wait, run_dir, cache_dir):
-    """Make canary stable once serving verify --label canary agrees with its run's report;
-    the old stable becomes previous."""
+def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache_dir):
+    """Make canary stable once serving verify --label canary agrees with the report of the
+    run that made it; the old stable becomes previous."""
     from serving import rollout as r
 
     labels = r.labels_of(config_path, model, r.CANARY)
-    summary = check_deployment(rest, grpc_target, model, r.CANARY, timeout, run_dir, 256, cache_dir)
+    images, test_labels = load_mnist_test(cache_dir)
+    summary = verify(server, model, r.CANARY, run_dir, export_dir, images, test_labels, 256)
     new = {r.STABLE: labels[r.CANARY], r.CANARY: labels[r.CANARY]}
     if labels.get(r.STABLE, new[r.STABLE]) != new[r.STABLE]:
         new[r.PREVIOUS] = labels[r.STABLE]
-    r.serve(config_path, model, new)
-    stable = served_label(rest, grpc_target, model, r.STABLE, timeout)
-    r.wait_for(stable, new[r.STABLE], f"label {r.STABLE}", wait)
-    click.echo(f"{model} version {new[r.STABLE]} is {r.STABLE}: {summary}")
+    with r.restored_on_failure(config_path):
+        r.serve(config_path, model, new)
+        wait_label(server, model, r.STABLE, new[r.STABLE], wait)
+    click.echo(f"{summary}\n{model} version {new[r.STABLE]} is {r.STABLE}")
 
 
 @rollout.command("rollback")
-@rollout_options
+@rollout_step
 @one_line_errors
-def rollout_rollback(config_path, rest, grpc_target, model, timeout, wait):
+def rollout_rollback(server, model, config_path, wait, export_dir):
     """Put the previous stable back as stable and unload the version it replaced."""
     from serving import rollout as r
 
     labels = r.labels_of(config_path, model, r.PREVIOUS)
-    r.serve(config_path, model, {r.STABLE: labels[r.PREVIOUS]})
-    stable = served_label(rest, grpc_target, model, r.STABLE, timeout)
-    r.wait_for(stable, labels[r.PREVIOUS], f"label {r.STABLE}", wait)
+    with r.restored_on_failure(config_path):
+        r.serve(config_path, model, {r.STABLE: labels[r.PREVIOUS]})
+        wait_label(server, model, r.STABLE, labels[r.PREVIOUS], wait)
     click.echo(f"{model} version {labels[r.PREVIOUS]} is {r.STABLE} again")
+
+
+@rollout.command("status")
+@server_options(with_version=False)
+@config_option
+@format_option
+@one_line_errors
+def rollout_status(server, model, config_path, output_format):
+    """Each version the server knows, with its state and the labels that name it there,
+    and the config file's versions and labels."""
+    from serving import rollout as r
+
+    entry = r.read_config(config_path, model)[1]
+    labels = dict(sorted(entry.version_labels.items()))
+    served = {}
+    for label in labels:
+        try:
+            served[label] = server.version_of(model, label)
+        except ServingError:
+            served[label] = None  # named in the file, not (yet) by the server
+    versions = [
+        {
+            "version": int(e["version"]),
+            "state": e["state"],
+            "labels": [name for name, v in served.items() if v == int(e["version"])],
+            "error": e.get("status", {}).get("error_message", ""),
+        }
+        for e in server.status(model)["model_version_status"]
+    ]
+    listed = list(entry.model_version_policy.specific.versions)
+    if output_format == "json":
+        config = {"path": str(config_path), "versions": listed, "labels": labels}
+        answer = {"target": server.target, "model": model, "versions": versions, "config": config}
+        click.echo(json.dumps(answer))
+        return
+    click.echo(f"{'version':>7}  {'state':<10} labels")
+    for v in versions:
+        line = f"{v['version']:>7}  {v['state']:<10} {', '.join(v['labels'])} {v['error']}"
+        click.echo(line.rstrip())
+    named = ", ".join(f"{k} {v}" for k, v in labels.items()) or "no labels"
+    click.echo(f"{config_path}: versions {', '.join(map(str, listed)) or 'by policy'}; {named}")

@@ -6,96 +6,67 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
-from job.cli.options import cache_dir_option, run_option
 from job.export import contract as c
+from serving import ServingError, client, inputs
 from serving.cli import (
+    address,
+    cache_dir_option,
+    export_dir_option,
+    format_option,
     main,
     one_line_errors,
-    pick_server,
+    run_option,
     server_options,
-    version_choice,
 )
-from serving.client import ServingError
+from serving.verify import verify as verify_deployment
+
+
+def json_alias(ctx, param, value):
+    """--json, kept for one release: --format json."""
+    if value:
+        click.echo("warning: --json is deprecated; use --format json", err=True)
+        ctx.params["output_format"] = "json"
+
+
+json_alias_option = click.option(
+    "--json", is_flag=True, hidden=True, expose_value=False, callback=json_alias
+)
 
 
 @main.command()
-@server_options
+@server_options()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
-    "--mnist-test",
-    "mnist_range",
-    metavar="START:STOP",
+    "--mnist-test", "mnist_range", metavar="START:STOP", callback=address(inputs.parse_index_range),
     help="Send MNIST test images by index (needs the data cache: make data).",
-)
+)  # fmt: skip
 @cache_dir_option
 @click.option(
     "--invert",
     is_flag=True,
     help="Images are dark digits on light paper: decode here and invert (MNIST is light on dark).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@format_option
+@json_alias_option
 @one_line_errors
-def predict(
-    rest,
-    grpc_target,
-    model,
-    model_version,
-    label,
-    timeout,
-    files,
-    mnist_range,
-    cache_dir,
-    invert,
-    as_json,
-):
+def predict(server, model, version, files, mnist_range, cache_dir, invert, output_format):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
-    import numpy as np
-
-    from serving import client, inputs
-
-    call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
-    version = version_choice(model_version, label)
-    names, truths, pixel_sets, encoded = [], [], [], []
-    for path in files:
-        if not path.exists():
-            raise ServingError(f"{path}: no such file")
-        if path.suffix.lower() == ".npy":
-            pixels = inputs.read_npy(path)
-            pixel_sets.append(pixels)
-            names += [f"{path.name}[{i}]" for i in range(len(pixels))]
-            truths += [None] * len(pixels)
-        elif invert:
-            pixel_sets.append(inputs.image_to_pixels(path, invert=True)[np.newaxis])
-            names.append(path.name)
-            truths.append(None)
-        else:
-            encoded.append((path.name, inputs.read_image_bytes(path)))
-    if mnist_range:
-        indices = inputs.parse_index_range(mnist_range)
-        images, labels = load_mnist_test(cache_dir, indices)
-        pixel_sets.append(images)
-        names += [f"mnist-test[{indices.start + i}]" for i in range(len(labels))]
-        truths += [int(label) for label in labels]
-    # Encoded images go to the image signature, pixels to serving_default; rows keep their order.
-    encoded_names = [name for name, _ in encoded]
-    names = encoded_names + names
-    truths = [None] * len(encoded) + truths
-    client.check_batch(len(names))
-    batches = []
-    if encoded:
-        batches.append({"image_bytes": [raw for _, raw in encoded]})
-    if pixel_sets:
-        batches.append({"pixels": np.concatenate(pixel_sets)})
-    results = [call(target, model, version=version, timeout=timeout, **batch) for batch in batches]
+    if not files and mnist_range is None:
+        raise click.UsageError("nothing to send: give image files, .npy files or --mnist-test")
+    names, truths, batches = gather_inputs(files, mnist_range, cache_dir, invert)
+    results = [server.predict(model, version=version, **batch) for batch in batches]
+    answered = results[0].get("version") or server.version_of(model, version)
+    click.echo(f"{server.target}: {model} version {answered} answered", err=True)
     probabilities = np.concatenate([r[c.OUTPUT_PROBABILITIES] for r in results])
     digits = np.concatenate([r[c.OUTPUT_DIGIT] for r in results])
     rows = [
         {"input": name, "digit": int(digit), "confidence": float(prob.max()), "true": truth}
         for name, digit, prob, truth in zip(names, digits, probabilities, truths, strict=True)
     ]
-    if as_json:
+    if output_format == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     click.echo(f"{'input':<28} {'digit':>5} {'confidence':>10} {'true':>5}")
@@ -104,116 +75,105 @@ def predict(
         click.echo(f"{row['input']:<28} {row['digit']:>5} {row['confidence']:>10.4f} {true:>5}")
 
 
-def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
-    """MNIST test images from the job's verified cache (no network)."""
-    from job.data import load_mnist
-    from job.errors import JobError
+def gather_inputs(files, mnist_range: slice | None, cache_dir: Path, invert: bool):
+    """-> (row names, true digits or None, request batches): encoded images go to the image
+    signature, pixels to serving_default; rows follow the batches' order."""
+    encoded, pixels = [], []  # (names, truths, values) of each input
+    for path in files:
+        if not path.exists():
+            raise ServingError(f"{path}: no such file")
+        if path.suffix.lower() == ".npy":
+            array = inputs.read_npy(path)
+            pixels.append(([f"{path.name}[{i}]" for i in range(len(array))], None, array))
+        elif invert:
+            pixels.append(([path.name], None, inputs.image_to_pixels(path, invert=True)[None]))
+        else:
+            encoded.append(([path.name], None, [inputs.read_image_bytes(path)]))
+    if mnist_range is not None:
+        images, labels = load_mnist_test(cache_dir, mnist_range)
+        names = [f"mnist-test[{mnist_range.start + i}]" for i in range(len(labels))]
+        pixels.append((names, [int(label) for label in labels], images))
+    names, truths, batches = [], [], []
+    for key, given in (("image_bytes", encoded), ("pixels", pixels)):
+        for row_names, row_truths, _ in given:
+            names += row_names
+            truths += row_truths or [None] * len(row_names)
+        if given:
+            values = [v for *_, v in given]
+            batches.append({key: np.concatenate(values) if key == "pixels" else sum(values, [])})
+    client.check_batch(len(names))
+    return names, truths, batches
 
+
+def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
+    """MNIST test images from the verified cache the job fills (no network)."""
     try:
-        arrays = load_mnist(None, cache_dir, allow_network=False).arrays
-    except JobError:
+        with np.load(cache_dir / c.MNIST_FILE, allow_pickle=False) as arrays:
+            images, labels = arrays["x_test"], arrays["y_test"]
+    except (OSError, ValueError, KeyError):
         raise ServingError(
             f"no verified MNIST in {cache_dir}: fill it with `python -m job data "
             "--cache-dir DIR` (or make data), or pass --cache-dir"
         ) from None
-    if indices.stop is not None and indices.stop > len(arrays.x_test):
-        raise ServingError(f"--mnist-test: the test set has {len(arrays.x_test)} images")
-    return arrays.x_test[indices], arrays.y_test[indices]
+    if indices.stop is not None and indices.stop > len(images):
+        raise ServingError(f"--mnist-test: the test set has {len(images)} images")
+    return images[indices], labels[indices]
 
 
 @main.command()
-@server_options
+@server_options()
 @one_line_errors
-def status(rest, grpc_target, model, model_version, label, timeout):
+def status(server, model, version):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
-    from serving import client
-
-    calls = (client.model_status_rest, client.model_status_grpc)
-    print_answer(rest, grpc_target, calls, model, version_choice(model_version, label), timeout)
+    click.echo(json.dumps(server.status(model, version), indent=2))
 
 
 @main.command()
-@server_options
+@server_options()
 @one_line_errors
-def metadata(rest, grpc_target, model, model_version, label, timeout):
+def metadata(server, model, version):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
-    from serving import client
-
-    calls = (client.model_metadata_rest, client.model_metadata_grpc)
-    print_answer(rest, grpc_target, calls, model, version_choice(model_version, label), timeout)
-
-
-def print_answer(rest, grpc_target, calls, model, version, timeout) -> None:
-    """Ask the server given with the (REST, gRPC) call pair and print its answer as JSON."""
-    call, target = pick_server(rest, grpc_target, *calls)
-    click.echo(json.dumps(call(target, model, version, timeout), indent=2))
+    click.echo(json.dumps(server.metadata(model, version), indent=2))
 
 
 @main.command()
-@server_options
-@run_option("The finished run whose model is served (its metrics.json).")
+@server_options()
+@run_option
+@export_dir_option
 @click.option(
-    "--batch-size",
-    type=click.IntRange(1, c.MAX_BATCH),
-    default=256,
-    show_default=True,
+    "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=256, show_default=True,
     help="Images per request.",
-)
+)  # fmt: skip
 @cache_dir_option
 @one_line_errors
-def verify(rest, grpc_target, model, model_version, label, timeout, run_dir, batch_size, cache_dir):
+def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
-    test set against the run's report. Exit 0 only when they agree."""
-    version = version_choice(model_version, label)
-    click.echo(
-        check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_size, cache_dir)
-    )
-
-
-def check_deployment(rest, grpc_target, model, version, timeout, run_dir, batch_size, cache_dir):
-    """serving verify's check -> its one-line summary; ServingError when they disagree."""
-    from job.errors import JobError
-    from job.report import read_report
-    from serving import client
-    from serving.verify import verify as check
-
-    try:
-        reported = read_report(run_dir)["test"]["accuracy"]
-    except JobError as exc:
-        raise ServingError(str(exc)) from None
-    call, target = pick_server(rest, grpc_target, client.predict_rest, client.predict_grpc)
-    meta_call, _ = pick_server(
-        rest, grpc_target, client.model_metadata_rest, client.model_metadata_grpc
-    )
+    test set against the report of the run that made the version served. Exit 0 only when
+    they agree."""
     images, labels = load_mnist_test(cache_dir)
-    result = check(
-        lambda pixels: call(target, model, version=version, timeout=timeout, pixels=pixels),
-        meta_call(target, model, version, timeout),
-        images,
-        labels,
-        reported,
-        batch_size,
+    click.echo(
+        verify_deployment(server, model, version, run_dir, export_dir, images, labels, batch_size)
     )
-    if not result.agrees:
-        raise ServingError(f"{target}: {result.summary()} ({run_dir})")
-    return result.summary()
 
 
 @main.command()
 @click.argument("export", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="The card's facts as JSON.")
+@format_option
+@json_alias_option
 @one_line_errors
-def card(export, as_json):
+def card(export, output_format):
     """Print the model card of an export: a version folder (models/mnist/3), or a model base
     path (models/mnist: its newest version)."""
-    from job.export.model_card import read_card
-    from job.export.versions import existing_versions
-
-    versions = existing_versions(export)
+    versions = sorted(int(p.name) for p in export.glob("*") if p.name.isdigit() and p.is_dir())
     folder = export / str(versions[-1]) if versions else export
+    path = folder / "assets.extra" / (c.CARD_JSON if output_format == "json" else c.CARD_MARKDOWN)
     try:
-        click.echo(read_card(folder, as_json), nl=False)
-    except FileNotFoundError as exc:
-        raise ServingError(f"{folder}: no model card ({Path(exc.filename).name} missing)") from None
+        text = path.read_text()
+        click.echo(
+            json.dumps(json.loads(text), indent=2) + "\n" if path.suffix == ".json" else text,
+            nl=False,
+        )
+    except FileNotFoundError:
+        raise ServingError(f"{folder}: no model card ({path.name} missing)") from None
     except (OSError, ValueError) as exc:
         raise ServingError(f"{folder}: cannot read the model card ({exc})") from None
