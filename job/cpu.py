@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 CPUINFO = Path("/proc/cpuinfo")
 X86_64 = ("x86_64", "amd64")
 # The vector extensions that decide which kernels run: the AVX families and AMX.
@@ -27,6 +29,35 @@ def enable_onednn_by_default(environ: MutableMapping[str, str] = os.environ) -> 
     """
     if platform.machine().lower() in X86_64:
         environ.setdefault(ONEDNN_VARIABLE, "1")
+
+
+def quiet_tensorflow(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Keep TensorFlow's C++ log lines off the screen unless the user set TF_CPP_MIN_LOG_LEVEL.
+
+    Level 3 drops its notes and errors (the CUDA error a CPU machine prints); the lines
+    absl writes while TensorFlow loads ignore it, so ``import_tensorflow`` hides those.
+    Returns whether TensorFlow is to be quiet.
+    """
+    if LOG_LEVEL_VARIABLE in environ:
+        return False
+    environ[LOG_LEVEL_VARIABLE] = "3"
+    return True
+
+
+def import_tensorflow(quiet: bool) -> None:
+    """Load TensorFlow, with file descriptor 2 on /dev/null meanwhile when ``quiet``: absl
+    writes its start-up lines (oneDNN, CUDA drivers) before any log level applies
+    (abseil/abseil-cpp#1718)."""
+    if not quiet or "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401  deferred: only the commands that train or export load it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cpu_description(cpuinfo: Path = CPUINFO) -> dict:

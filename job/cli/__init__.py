@@ -13,14 +13,13 @@ export, report); shared options in ``options``.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
 
 from job.cli.errors import expected_errors
 from job.cli.options import DEFAULT_CACHE_DIR
-from job.cpu import enable_onednn_by_default
+from job.cpu import enable_onednn_by_default, quiet_tensorflow
 
 __all__ = ["DEFAULT_CACHE_DIR", "expected_errors", "main"]
 
@@ -28,21 +27,25 @@ log = logging.getLogger("job")
 
 
 def setup_logging(verbose: bool) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    """The job's own lines, plainly; with ``verbose`` every library's, with times and names."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
 @click.version_option(package_name="mnist-job")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
     setup_logging(verbose)
-    enable_onednn_by_default()  # before any command imports TensorFlow
+    # Before any command imports TensorFlow, which reads both variables once, as it loads.
+    enable_onednn_by_default()
+    ctx.meta["quiet_tensorflow"] = not verbose and quiet_tensorflow()
 
 
 def _register() -> None:

@@ -15,6 +15,8 @@ from job.cli.options import (
     gate_options,
     run_option,
 )
+from job.cpu import import_tensorflow
+from job.errors import JobError
 
 
 @click.command("data")
@@ -47,34 +49,35 @@ def export(
     model card (limits measured on the cached MNIST test set).
 
     The quality gate applies as in train: the run's test accuracy against
-    --min-test-accuracy and the newest exported version (--no-gate to skip both).
+    --min-test-accuracy and the newest exported version (--no-gate --min-test-accuracy 0
+    to skip both).
     """
+    import_tensorflow(click.get_current_context().meta.get("quiet_tensorflow", False))
     from job import gate as quality_gate
-    from job.errors import JobError
     from job.export.savedmodel import export_for_serving
-    from job.report import REPORT_FILENAME, read_report
+    from job.report import REPORT_FILENAME, read_report, run_record
     from job.rundir import load_trained_model
 
     model = load_trained_model(run_dir)
     report = read_report(run_dir) if (run_dir / REPORT_FILENAME).exists() else None
-    gating = gate or min_test_accuracy is not None
-    if gating:
+    if gate or min_test_accuracy:
         if report is None:
-            raise JobError(f"{run_dir}: no {REPORT_FILENAME} to gate on; pass --no-gate")
+            raise JobError(
+                f"{run_dir}: no {REPORT_FILENAME} to gate on; pass --no-gate --min-test-accuracy 0"
+            )
         blessing = quality_gate.decide(
             report["test"]["accuracy"], export_dir, min_test_accuracy, gate, gate_tolerance
         )
         quality_gate.refuse_unblessed(blessing, export_dir)
-    run_info = {k: report[k] for k in ("config", "data", "model", "test")} if report else None
     card = run_model_card(model, report, cache_dir) if report else None
-    path = export_for_serving(model, export_dir, export_version, run_info, card)
+    record = run_record(report) if report else None
+    path = export_for_serving(model, export_dir, export_version, record, card)
     click.echo(str(path))
 
 
 def run_model_card(model, report: dict, cache_dir: Path) -> dict:
     """The model card of a finished run; its limits where verified MNIST is cached."""
     from job.data import load_mnist
-    from job.errors import JobError
     from job.export import model_card
 
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from job.gate import DEFAULT_TOLERANCE
+from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
 
@@ -72,12 +72,32 @@ export_dir_option = click.option(
     show_default=True,
     help="Model base path; versions are numbered folders in it.",
 )
-export_version_option = click.option(
-    "--version",
-    "export_version",
-    type=int,
-    callback=positive,
-    help="Export version number.  [default: next free]",
+
+
+def deprecated_version(ctx, param, value):
+    """``--version N``, the export's version number until 0.1: still read, with a warning."""
+    if value is not None:
+        click.echo(f"warning: --version {value} is deprecated; use --export-version", err=True)
+        ctx.meta["export_version"] = positive(ctx, param, value)
+
+
+export_version_option = option_group(
+    click.option(
+        "--export-version",
+        type=int,
+        callback=lambda ctx, param, value: (
+            positive(ctx, param, value) or ctx.meta.get("export_version")
+        ),
+        help="The export's version number.  [default: next free]",
+    ),
+    click.option(
+        "--version",
+        type=int,
+        callback=deprecated_version,
+        expose_value=False,
+        is_eager=True,
+        hidden=True,
+    ),
 )
 
 
@@ -86,7 +106,9 @@ gate_options = option_group(
     click.option(
         "--min-test-accuracy",
         type=click.FloatRange(0, 1),
-        help="Export only a model with at least this test accuracy.",
+        default=DEFAULT_MIN_TEST_ACCURACY,
+        show_default=True,
+        help="Export only a model with at least this test accuracy (0: any).",
     ),
     click.option(
         "--gate/--no-gate",
