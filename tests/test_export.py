@@ -98,9 +98,9 @@ def test_export_command_takes_the_next_version_and_never_overwrites(trained_run,
     assert runner.invoke(main, args).exit_code == 0
     assert runner.invoke(main, args).exit_code == 0
     assert sorted(p.name for p in export_dir.iterdir()) == ["1", "2"]
-    clash = runner.invoke(main, [*args, "--version", "2"])
+    clash = runner.invoke(main, [*args, "--export-version", "2"])
     assert clash.exit_code == 2 and "never overwritten" in clash.output
-    assert runner.invoke(main, [*args, "--version", "7"]).exit_code == 0
+    assert runner.invoke(main, [*args, "--export-version", "7"]).exit_code == 0
     assert versions.next_version(export_dir) == 8
     assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]
 

@@ -96,7 +96,7 @@ def test_interrupted_run_resumes_and_reports_each_epoch_once(
     # TensorBoard continues the same logs: every epoch once, with the report's values.
     logged = read_scalars(run_dir / "tensorboard" / "train")["epoch_loss"]
     history = report["training"]["history"]
-    assert logged == [(e["epoch"] - 1, pytest.approx(e["loss"])) for e in history]
+    assert logged == [(e["epoch"], pytest.approx(e["loss"])) for e in history]
 
 
 def test_deterministic_runs_are_bit_identical(tmp_path, mnist_path):

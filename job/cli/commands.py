@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -21,13 +22,23 @@ from job.errors import JobError
 
 @click.command("data")
 @data_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: one line for a person; json: the report's data section.",
+)
 @expected_errors
-def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None:
+def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_format: str):
     """Fetch (if needed) and verify MNIST without training."""
     from job.data import load_mnist
 
-    dataset = load_mnist(data_path, cache_dir, allow_network=not offline)
-    info = dataset.describe()
+    info = load_mnist(data_path, cache_dir, allow_network=not offline).describe()
+    if output_format == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
     click.echo(
         f"{info['train_examples']} train + {info['test_examples']} test images from "
         f"{info['source']} ({info['path']}); sha256 {info['sha256'][:16]}...; "
