@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -230,15 +231,19 @@ def build_report(
     command: str, record: dict, setup: Setup, result, evaluation: Evaluation,
     blessing: dict | None, export_path: Path | None, started: float,
 ) -> dict:  # fmt: skip
-    """The report, once, from what each stage returned."""
+    """The report (job/schemas/metrics.schema.json), once, from what each stage returned."""
     from job import report
     from job.training import devices
 
-    return report.build_report(
-        command=command,
-        record=record,
-        distribution=setup.distribution,
-        training={
+    epoch_seconds = [e["seconds"] for e in result.history]
+    examples, total = setup.data["train_examples"], time.perf_counter() - started
+    return {
+        "schema_version": report.SCHEMA_VERSION,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        **record,
+        "distribution": setup.distribution,
+        "training": {
             "batch_shards": setup.shards,
             "adam_update": setup.adam_update,
             "recipe": recipe_named(record["config"]["train"]["recipe"]).settings_beyond_config(),
@@ -246,19 +251,14 @@ def build_report(
             "resumed_from_epoch": result.resumed_from_epoch,
             "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device_info["used"]),
         },
-        timings=report.timings(
-            [e["seconds"] for e in result.history],
-            result.seconds,
-            setup.data["train_examples"],
-            time.perf_counter() - started,
-        ),
-        artifacts={
+        "timings": report.timings(epoch_seconds, result.seconds, examples, total),
+        "artifacts": {
             "model": rundir.MODEL_FILENAME,
             "figures": evaluation.figures,
             "export": str(export_path) if export_path else None,
         },
-        blessing=blessing,
-    )
+        "blessing": blessing,
+    }
 
 
 def commit(config: JobConfig, staging: Path, report: dict) -> None:

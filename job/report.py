@@ -1,11 +1,11 @@
-"""The JSON metrics report: build it, validate it, write it atomically, read it back."""
+"""The JSON metrics report: its schema, environment and timings sections, atomic write,
+reading reports back and tables of them."""
 
 from __future__ import annotations
 
 import json
 import platform
 import statistics
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -44,36 +44,13 @@ def environment(device_info: dict) -> dict:
 
 
 # The run record: what made a model and how well it does. Every export keeps these sections
-# of the report beside the model (assets.extra/mnist_job.json), whichever command wrote it.
+# of the report beside the model (assets.extra/mnist_job.json), whichever command wrote it;
+# job.pipeline assembles the rest of the report around it.
 RUN_RECORD = ("config", "environment", "data", "model", "test")
 
 
 def run_record(report: dict) -> dict:
     return {k: report[k] for k in RUN_RECORD}
-
-
-def build_report(
-    *,
-    command: str,
-    record: dict,
-    distribution: dict,
-    training: dict,
-    timings: dict,
-    artifacts: dict,
-    blessing: dict | None,
-) -> dict:
-    """The report: the run record (``RUN_RECORD``) and how the run went."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": command,
-        **run_record(record),
-        "distribution": distribution,
-        "training": training,
-        "timings": timings,
-        "artifacts": artifacts,
-        "blessing": blessing,
-    }
 
 
 def timings(epoch_seconds: list[float], train_seconds: float, examples: int, total: float) -> dict:
