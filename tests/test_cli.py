@@ -257,6 +257,25 @@ def test_a_run_shows_only_what_a_person_can_act_on(tmp_path, synthetic_npz):
     assert TENSORFLOW_LINE.search(chosen.stderr)
 
 
+def test_make_train_fits_one_screen_and_ends_with_the_page_and_the_next_step(
+    tmp_path, synthetic_npz
+):
+    make = ["make", "--no-print-directory", "train", "RUNTIME=local"]
+    make += [f"RUNS_DIR={tmp_path}/runs", f"MODELS_DIR={tmp_path}/models"]
+    make += [f"ARGS=--data {synthetic_npz} --epochs 1"]
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        make, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) <= 24, done.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert lines[-2:] == [
+        f"report: {run_dir / 'report.html'}",
+        "next: make serve, then make verify (or python -m serving predict --help)",
+    ]
+
+
 def test_one_spelling_for_versions_and_formats(tmp_path, mnist_path):
     from job import __version__
 
