@@ -31,25 +31,17 @@ def enable_onednn_by_default(environ: MutableMapping[str, str] = os.environ) -> 
         environ.setdefault(ONEDNN_VARIABLE, "1")
 
 
-def quiet_tensorflow(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Keep TensorFlow's C++ log lines off the screen unless the user set TF_CPP_MIN_LOG_LEVEL.
+def import_tensorflow(verbose: bool, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Load TensorFlow without its C++ log lines, unless ``verbose`` or the user set
+    TF_CPP_MIN_LOG_LEVEL.
 
-    Level 3 drops its notes and errors (the CUDA error a CPU machine prints); the lines
-    absl writes while TensorFlow loads ignore it, so ``import_tensorflow`` hides those.
-    Returns whether TensorFlow is to be quiet.
+    Level 3 drops its notes and errors (the CUDA error a CPU machine prints); absl writes
+    its start-up lines (oneDNN, CUDA drivers) before any level applies
+    (abseil/abseil-cpp#1718), so file descriptor 2 is on /dev/null while TensorFlow loads.
     """
-    if LOG_LEVEL_VARIABLE in environ:
-        return False
-    environ[LOG_LEVEL_VARIABLE] = "3"
-    return True
-
-
-def import_tensorflow(quiet: bool) -> None:
-    """Load TensorFlow, with file descriptor 2 on /dev/null meanwhile when ``quiet``: absl
-    writes its start-up lines (oneDNN, CUDA drivers) before any log level applies
-    (abseil/abseil-cpp#1718)."""
-    if not quiet or "tensorflow" in sys.modules:
+    if verbose or LOG_LEVEL_VARIABLE in environ or "tensorflow" in sys.modules:
         return
+    environ[LOG_LEVEL_VARIABLE] = "3"
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:

@@ -19,7 +19,7 @@ import click
 
 from job.cli.errors import expected_errors
 from job.cli.options import DEFAULT_CACHE_DIR
-from job.cpu import enable_onednn_by_default, quiet_tensorflow
+from job.cpu import enable_onednn_by_default
 
 __all__ = ["DEFAULT_CACHE_DIR", "expected_errors", "main"]
 
@@ -43,9 +43,8 @@ def setup_logging(verbose: bool) -> None:
 def main(ctx: click.Context, verbose: bool) -> None:
     """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
     setup_logging(verbose)
-    # Before any command imports TensorFlow, which reads both variables once, as it loads.
-    enable_onednn_by_default()
-    ctx.meta["quiet_tensorflow"] = not verbose and quiet_tensorflow()
+    enable_onednn_by_default()  # before any command imports TensorFlow
+    ctx.meta["verbose"] = verbose  # TensorFlow's own lines too (cpu.import_tensorflow)
 
 
 def _register() -> None:

@@ -63,7 +63,7 @@ def export(
     --min-test-accuracy and the newest exported version (--no-gate --min-test-accuracy 0
     to skip both).
     """
-    import_tensorflow(click.get_current_context().meta.get("quiet_tensorflow", False))
+    import_tensorflow(click.get_current_context().meta.get("verbose", False))
     from job import gate as quality_gate
     from job.export.savedmodel import export_for_serving
     from job.report import REPORT_FILENAME, read_report, run_record

@@ -124,7 +124,7 @@ from job.errors import Interrupted, JobError
 def train(**opts) -> None:
     """Train and evaluate the CNN; write metrics.json, figures, model.keras and the export."""
     ctx = click.get_current_context()
-    import_tensorflow(ctx.meta.get("quiet_tensorflow", False))
+    import_tensorflow(ctx.meta.get("verbose", False))
     from job.pipeline import run_training
     from job.training.cluster import read_environment
 
@@ -137,7 +137,7 @@ def train(**opts) -> None:
         raise Interrupted(
             f"{config.run_dir}: interrupted; run the same command again to resume"
             if config.run_dir.exists()
-            else "interrupted before training; nothing was written"
+            else f"{config.run_dir}: interrupted before training; nothing was written"
         ) from None
     if report:
         echo_ending(report, config.run_dir)
