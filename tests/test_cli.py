@@ -248,6 +248,9 @@ def test_a_run_shows_only_what_a_person_can_act_on(tmp_path, synthetic_npz):
     assert report["command"] == f"python -m job train --data {synthetic_npz} --output-dir " + (
         f"{run_dir} --no-export --epochs 2 --epochs 1 --overwrite"
     )
+    assert (
+        f"<code>python -m job train --data {synthetic_npz}" in (run_dir / "report.html").read_text()
+    )
     if report["environment"]["device"]["used"] == "cpu":
         assert not {"cuda_version", "cudnn_version"} & set(report["environment"]["device"])
     assert not list(run_dir.glob(".lock*"))
