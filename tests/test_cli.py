@@ -297,5 +297,5 @@ def test_the_old_export_version_spelling_still_works_with_a_warning(tmp_path, sy
     args[args.index("--no-export")] = "--export"
     result = run(*args, "--export-dir", tmp_path / "models", "--version", 3)
     assert result.exit_code == 0, result.output
-    assert "warning: --version 3 is deprecated; use --export-version" in result.output
+    assert "The option 'version' is deprecated. Use --export-version." in result.output
     assert (tmp_path / "models" / "3" / "saved_model.pb").exists()

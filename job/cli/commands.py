@@ -54,8 +54,9 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_
 @cache_dir_option
 @expected_errors
 def export(
-    run_dir, export_dir, export_version, min_test_accuracy, gate, gate_tolerance, cache_dir
-) -> None:
+    run_dir, export_dir, export_version, version, min_test_accuracy, gate, gate_tolerance,
+    cache_dir,
+) -> None:  # fmt: skip
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
     model card (limits measured on the cached MNIST test set).
 
@@ -82,7 +83,7 @@ def export(
         quality_gate.refuse_unblessed(blessing, export_dir)
     card = run_model_card(model, report, cache_dir) if report else None
     record = run_record(report) if report else None
-    path = export_for_serving(model, export_dir, export_version, record, card)
+    path = export_for_serving(model, export_dir, export_version or version, record, card)
     click.echo(str(path))
 
 

@@ -72,31 +72,16 @@ export_dir_option = click.option(
     show_default=True,
     help="Model base path; versions are numbered folders in it.",
 )
-
-
-def deprecated_version(ctx, param, value):
-    """``--version N``, the export's version number until 0.1: still read, with a warning."""
-    if value is not None:
-        click.echo(f"warning: --version {value} is deprecated; use --export-version", err=True)
-        ctx.meta["export_version"] = positive(ctx, param, value)
-
-
 export_version_option = option_group(
     click.option(
         "--export-version",
         type=int,
-        callback=lambda ctx, param, value: (
-            positive(ctx, param, value) or ctx.meta.get("export_version")
-        ),
+        callback=positive,
         help="The export's version number.  [default: next free]",
     ),
+    # Its spelling until 0.1.0, kept for one release: click warns that it is deprecated.
     click.option(
-        "--version",
-        type=int,
-        callback=deprecated_version,
-        expose_value=False,
-        is_eager=True,
-        hidden=True,
+        "--version", type=int, callback=positive, hidden=True, deprecated="Use --export-version."
     ),
 )
 

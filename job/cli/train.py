@@ -105,11 +105,7 @@ from job.errors import Interrupted, JobError
     show_default=True,
     help="Where the default run directory is made.",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace a finished run in --output-dir, or start an unfinished one afresh.",
-)
+@click.option("--overwrite", is_flag=True, help="Start afresh over a finished or unfinished run.")
 @click.option(
     "--export/--no-export",
     default=True,
@@ -171,7 +167,7 @@ def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
         allow_network=not opts["offline"],
         export=opts["export"],
         export_dir=opts["export_dir"],
-        export_version=opts["export_version"],
+        export_version=opts["export_version"] or opts["version"],
         min_test_accuracy=opts["min_test_accuracy"],
         gate=opts["gate"],
         gate_tolerance=opts["gate_tolerance"],
