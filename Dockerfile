@@ -6,7 +6,6 @@ FROM tensorflow/tensorflow:${BASE_TAG}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONPATH=/app \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     MNIST_JOB_CACHE_DIR=/data \
     KERAS_HOME=/tmp/keras \
     MPLCONFIGDIR=/tmp/matplotlib

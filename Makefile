@@ -88,15 +88,15 @@ data: $(DATA_DIR)/mnist.npz ## Fetch and verify MNIST into the cache the CLIs re
 .PHONY: train
 train: ## Train, evaluate, report and export (Docker when available, else local)
 ifeq ($(RUNTIME),docker)
-	@echo "make train: running in Docker (image $(IMAGE):$(IMAGE_TAG)$(if $(GPU_FLAGS), with $(GPU_FLAGS)))"
-	docker build -f Dockerfile --build-arg BASE_TAG=$(BASE_TAG) -t $(IMAGE):$(IMAGE_TAG) .
-	mkdir -p $(RUNS_DIR) $(MODELS_DIR) $(DATA_DIR)
-	docker run --rm $(GPU_FLAGS) $(DOCKER_RUN_FLAGS) --user $$(id -u):$$(id -g) \
+	@echo "make train: running in Docker (image $(IMAGE):$(IMAGE_TAG)$(if $(GPU_FLAGS), with $(GPU_FLAGS)); building it takes minutes the first time)"
+	@docker build --quiet -f Dockerfile --build-arg BASE_TAG=$(BASE_TAG) -t $(IMAGE):$(IMAGE_TAG) . >/dev/null
+	@mkdir -p $(RUNS_DIR) $(MODELS_DIR) $(DATA_DIR)
+	@docker run --rm $(GPU_FLAGS) $(DOCKER_RUN_FLAGS) --user $$(id -u):$$(id -g) \
 		-v $(DATA_DIR):/data -v $(RUNS_DIR):/app/runs -v $(MODELS_DIR):/app/models \
 		$(IMAGE):$(IMAGE_TAG) train --runs-dir runs $(GPU_ARGS) $(ARGS)
 else
 	@echo "make train: running locally in $(VENV) (no Docker engine answered, or RUNTIME=local)"
-	@$(MAKE) --no-print-directory data
+	@$(MAKE) -s --no-print-directory data
 	$(BIN)/python -m job train --runs-dir $(RUNS_DIR) --export-dir $(MODELS_DIR)/mnist $(GPU_ARGS) $(ARGS)
 endif
 

@@ -73,7 +73,7 @@ class JobConfig:
     export: bool
     export_dir: Path
     export_version: int | None
-    min_test_accuracy: float | None  # the quality gate's floor
+    min_test_accuracy: float  # the quality gate's floor
     gate: bool  # also compare with the newest exported version
     gate_tolerance: float
     overwrite: bool

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 CPUINFO = Path("/proc/cpuinfo")
 X86_64 = ("x86_64", "amd64")
 # The vector extensions that decide which kernels run: the AVX families and AMX.
@@ -27,6 +29,27 @@ def enable_onednn_by_default(environ: MutableMapping[str, str] = os.environ) -> 
     """
     if platform.machine().lower() in X86_64:
         environ.setdefault(ONEDNN_VARIABLE, "1")
+
+
+def import_tensorflow(verbose: bool, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Load TensorFlow without its C++ log lines, unless ``verbose`` or the user set
+    TF_CPP_MIN_LOG_LEVEL.
+
+    Level 3 drops its notes and errors (the CUDA error a CPU machine prints); absl writes
+    its start-up lines (oneDNN, CUDA drivers) before any level applies
+    (abseil/abseil-cpp#1718), so file descriptor 2 is on /dev/null while TensorFlow loads.
+    """
+    if verbose or LOG_LEVEL_VARIABLE in environ or "tensorflow" in sys.modules:
+        return
+    environ[LOG_LEVEL_VARIABLE] = "3"
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401  deferred: only the commands that train or export load it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cpu_description(cpuinfo: Path = CPUINFO) -> dict:

@@ -1,11 +1,13 @@
 """Expected failures the CLI turns into one line on stderr and a documented exit code."""
 
-# Exit codes, documented in the README.
+# Exit codes: the README's table, checked against these by tests/test_cli.py. Both CLIs keep
+# them (serving imports this module, which imports nothing).
 EXIT_BAD_INPUT = 2  # bad data, bad options, unwritable paths (click uses 2 for usage too)
 EXIT_DATA_UNAVAILABLE = 3  # no data source could be reached
 EXIT_NOT_BLESSED = 4  # trained and reported, but the quality gate kept it from export
 EXIT_IO_ERROR = 74  # a write failed: no space, read-only or failing storage (EX_IOERR)
 EXIT_PREEMPTED = 75  # SIGTERM: the backup is saved, rerun the same command to resume (EX_TEMPFAIL)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class JobError(Exception):
@@ -29,6 +31,10 @@ class DataUnavailable(JobError):
 
 class Preempted(JobError):
     exit_code = EXIT_PREEMPTED
+
+
+class Interrupted(JobError):
+    exit_code = EXIT_INTERRUPTED
 
 
 class WorkerLost(Preempted):

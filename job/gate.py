@@ -1,6 +1,6 @@
 """The quality gate before export: is the new model good enough to serve?
 
-A model is blessed when its test accuracy reaches ``--min-test-accuracy`` (if given) and is
+A model is blessed when its test accuracy reaches ``--min-test-accuracy`` and is
 no worse than the newest exported version's recorded test accuracy minus a tolerance, as
 TFX's Evaluator blesses a model before its Pusher pushes it. An unblessed run still writes
 its report, figures and model.keras, but no version.
@@ -17,26 +17,30 @@ from job.export.versions import newest_recorded_accuracy
 # over seeds and days); half a percent lets that noise through and stops a clearly worse
 # model, such as one trained on a subset or for one epoch (0.90-0.97).
 DEFAULT_TOLERANCE = 0.005
+# The floor a model must reach to be exported at all: five times chance (0.1), far under what
+# a normal run reaches (0.98), so a smoke run (--limit 5 --epochs 1: 0.12) is never served.
+DEFAULT_MIN_TEST_ACCURACY = 0.5
 
 
 def decide(
     test_accuracy: float,
     export_dir: Path,
-    min_test_accuracy: float | None,
+    min_test_accuracy: float,
     compare: bool,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict:
     """The report's ``blessing``: whether to export, why, and the baseline compared with."""
     baseline = newest_recorded_accuracy(export_dir) if compare else None
     reasons = []
-    if min_test_accuracy is not None and test_accuracy < min_test_accuracy:
+    if test_accuracy < min_test_accuracy:
         reasons.append(
-            f"test accuracy {test_accuracy:.4f} is under --min-test-accuracy {min_test_accuracy}"
+            f"test accuracy {test_accuracy:.4f} is under --min-test-accuracy "
+            f"{min_test_accuracy} (pass a lower one, or 0, to export it anyway)"
         )
     if baseline is not None and test_accuracy < baseline[1] - tolerance:
         reasons.append(
             f"test accuracy {test_accuracy:.4f} is more than {tolerance} under version "
-            f"{baseline[0]}'s {baseline[1]:.4f}"
+            f"{baseline[0]}'s {baseline[1]:.4f} (pass --no-gate to export it anyway)"
         )
     return {
         "blessed": not reasons,

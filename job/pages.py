@@ -208,7 +208,7 @@ def run_page(report: dict, figures: dict[str, bytes]) -> str:
     export, configuration and environment.
 
     Args:
-        report: a metrics report (``report.build_report``), possibly from an older run.
+        report: a metrics report (``pipeline.build_report``), possibly from an older run.
         figures: PNG bytes by file name (``accuracy.png``, ``loss.png``, ...); missing ones
             are said to be missing.
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,6 @@ from job.config import JobConfig, TrainConfig, recipe_named
 from job.errors import JobError
 from job.export.versions import check_version_free
 from job.files import save_keras_atomic
-from job.report import timings
 from job.training import cluster
 
 log = logging.getLogger(__name__)
@@ -41,40 +41,60 @@ class Setup:
     val_ds: object | None
     x_test: np.ndarray
     data: dict  # the report's data section
+    model: dict  # the report's model section
 
 
-def run_training(config: JobConfig) -> dict:
+@dataclass
+class Evaluation:
+    """What the evaluation stage hands on: the report's test section and the figures staged."""
+
+    test: dict
+    figures: list[str]
+
+
+def run_training(config: JobConfig, command: str = "") -> dict:
     """Train, evaluate, write figures, model, export and report. Returns the report
     (empty on multi-worker workers other than the chief, which write nothing)."""
     role = cluster.this_role(config.environ)
     lock_suffix = "" if role.is_chief else f"{role.task_type}-{role.task_id}"
     with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
         started = time.perf_counter()
+        options, may_grow = resume_options(config)
+        if role.is_chief:
+            rundir.check_same_run(config.run_dir, options, may_grow)
         if config.export and config.export_version is not None:
             check_version_free(config.export_dir, config.export_version)  # before, not after
-        dataset = load_data(config)
-        setup = set_up(config, dataset)
-        held.mark_started()
+        setup = set_up(config, load_data(config))
+        held.mark_started(options if role.is_chief else None)
         from job.training.loop import train_model
 
-        epochs, run_dir = config.train.epochs, config.run_dir
         net, train_ds, val_ds = setup.net, setup.train_ds, setup.val_ds
-        result = train_model(net, train_ds, val_ds, epochs, run_dir, setup.strategy, setup.shards)
+        result = train_model(
+            net, train_ds, val_ds, config.train.epochs, config.run_dir, setup.strategy, setup.shards
+        )
         if not result.writes_outputs:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
-        report = evaluate_and_report(config, setup, result, staging)
-        blessing = gate_and_export(config, setup, report)
-        epoch_seconds = [e["seconds"] for e in result.history]
-        total = time.perf_counter() - started
-        examples = setup.data["train_examples"]
-        report["timings"] = timings(epoch_seconds, result.seconds, examples, total)
+        evaluation = evaluate(config, setup, result, staging)
+        record = run_record(config, setup, evaluation)
+        blessing, export_path = gate_and_export(config, setup, record)
+        report = build_report(
+            command, record, setup, result, evaluation, blessing, export_path, started
+        )
         commit(config, staging, report)
         if blessing:
             from job import gate
 
             gate.refuse_unblessed(blessing, config.export_dir)  # after the report: it says why
         return report
+
+
+def resume_options(config: JobConfig) -> tuple[dict, tuple[str, ...]]:
+    """The options an unfinished run resumes only under, by name, and those that may grow:
+    ``--epochs``, where the learning rate follows no schedule over them."""
+    options = {"--" + k.replace("_", "-"): v for k, v in config.to_dict()["train"].items()}
+    options["--data"] = config.to_dict()["data_path"]
+    return options, () if recipe_named(config.train.recipe).warmup_cosine else ("--epochs",)
 
 
 def load_data(config: JobConfig) -> data_stage.Dataset:
@@ -139,14 +159,17 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
             "train_examples": len(x_fit),
             "validation_examples": len(validation[0]) if validation else 0,
         },
+        model={
+            "name": net.name,
+            "parameters": int(net.count_params()),
+            "layers": [layer.__class__.__name__ for layer in net.layers],
+        },
     )
 
 
-def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) -> dict:
-    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``;
-    returns the report (without blessing, timings and export, which come later)."""
-    from job import evaluate, plots, report, tensorboard
-    from job.training import devices
+def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> Evaluation:
+    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``."""
+    from job import evaluate, plots, tensorboard
 
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
     test_loss, test_accuracy, probabilities = evaluate.evaluate_on_test(
@@ -164,65 +187,88 @@ def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) 
         test_loss,
         run_name=config.run_dir.name,
     )
-    return report.build_report(
-        config=config.to_dict(),
-        environment=report.environment(setup.device_info),
-        data=setup.data,
-        model={
-            "name": net.name,
-            "parameters": int(net.count_params()),
-            "layers": [layer.__class__.__name__ for layer in net.layers],
-        },
-        distribution=setup.distribution,
-        training={
+    return Evaluation({"loss": test_loss, **metrics, "accuracy": test_accuracy}, figures)
+
+
+def run_record(config: JobConfig, setup: Setup, evaluation: Evaluation) -> dict:
+    """What made the model and how well it does (``report.RUN_RECORD``): the export keeps
+    it beside the model, and the report holds it."""
+    from job import report
+
+    return {
+        "config": config.to_dict(),
+        "environment": report.environment(setup.device_info),
+        "data": setup.data,
+        "model": setup.model,
+        "test": evaluation.test,
+    }
+
+
+def gate_and_export(
+    config: JobConfig, setup: Setup, record: dict
+) -> tuple[dict | None, Path | None]:
+    """The quality gate, then the SavedModel version with its model card if blessed.
+    Returns the blessing and the version's path (None without export)."""
+    if not config.export:
+        return None, None
+    from job import gate
+    from job.export import model_card, savedmodel
+
+    c = config
+    blessing = gate.decide(
+        record["test"]["accuracy"], c.export_dir, c.min_test_accuracy, c.gate, c.gate_tolerance
+    )
+    if not blessing["blessed"]:
+        return blessing, None
+    arrays = setup.dataset.arrays
+    limits = model_card.measure_limits(setup.net, arrays.x_test, arrays.y_test)
+    card = model_card.build_card(record, limits)
+    path = savedmodel.export_for_serving(setup.net, c.export_dir, c.export_version, record, card)
+    return blessing, path
+
+
+def build_report(
+    command: str, record: dict, setup: Setup, result, evaluation: Evaluation,
+    blessing: dict | None, export_path: Path | None, started: float,
+) -> dict:  # fmt: skip
+    """The report (job/schemas/metrics.schema.json), once, from what each stage returned."""
+    from job import report
+    from job.training import devices
+
+    epoch_seconds = [e["seconds"] for e in result.history]
+    examples, total = setup.data["train_examples"], time.perf_counter() - started
+    return {
+        "schema_version": report.SCHEMA_VERSION,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        **record,
+        "distribution": setup.distribution,
+        "training": {
             "batch_shards": setup.shards,
             "adam_update": setup.adam_update,
-            "recipe": recipe_named(t.recipe).settings_beyond_config(),
+            "recipe": recipe_named(record["config"]["train"]["recipe"]).settings_beyond_config(),
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
             "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device_info["used"]),
         },
-        test={"loss": test_loss, **metrics, "accuracy": test_accuracy},
-        artifacts={"model": rundir.MODEL_FILENAME, "figures": figures, "export": None},
-    )
-
-
-def gate_and_export(config: JobConfig, setup: Setup, report: dict) -> dict | None:
-    """The quality gate, then the SavedModel version with its model card if blessed;
-    records both in the report. Returns the blessing (None without export)."""
-    if not config.export:
-        return None
-    from job import gate
-    from job.export import model_card, savedmodel
-
-    test, c = report["test"], config
-    blessing = gate.decide(
-        test["accuracy"], c.export_dir, c.min_test_accuracy, c.gate, c.gate_tolerance
-    )
-    report["blessing"] = blessing
-    if blessing["blessed"]:
-        run_info = {k: report[k] for k in ("config", "data", "model")}
-        run_info["test"] = {"loss": test["loss"], "accuracy": test["accuracy"]}
-        arrays = setup.dataset.arrays
-        limits = model_card.measure_limits(setup.net, arrays.x_test, arrays.y_test)
-        card = model_card.build_card(report, limits)
-        path = savedmodel.export_for_serving(
-            setup.net, c.export_dir, c.export_version, run_info=run_info, model_card=card
-        )
-        report["artifacts"]["export"] = str(path)
-    return blessing
+        "timings": report.timings(epoch_seconds, result.seconds, examples, total),
+        "artifacts": {
+            "model": rundir.MODEL_FILENAME,
+            "figures": evaluation.figures,
+            "export": str(export_path) if export_path else None,
+        },
+        "blessing": blessing,
+    }
 
 
 def commit(config: JobConfig, staging: Path, report: dict) -> None:
     """The run page beside the figures, then move the staged outputs in, write the report
     last, drop the backup."""
     from job import pages
-    from job.report import REPORT_FILENAME, write_report
+    from job.report import write_report
 
     figures = {name: (staging / name).read_bytes() for name in report["artifacts"]["figures"]}
     pages.write_run_page(staging / pages.PAGE_FILENAME, report, figures)
     rundir.commit_outputs(staging, config.run_dir)
     write_report(config.run_dir, report)
     rundir.remove_backup(config.run_dir)
-    test, path = report["test"], config.run_dir / REPORT_FILENAME
-    log.info("test accuracy %.4f, loss %.4f; report in %s", test["accuracy"], test["loss"], path)

@@ -1,12 +1,11 @@
-"""The JSON metrics report: build it, validate it, write it atomically, read it back."""
+"""The JSON metrics report: its schema, environment and timings sections, atomic write,
+reading reports back and tables of them."""
 
 from __future__ import annotations
 
 import json
 import platform
 import statistics
-import sys
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -25,10 +24,12 @@ def load_schema() -> dict:
 
 
 def environment(device_info: dict) -> dict:
+    """The libraries and devices that ran."""
     import keras
     import numpy
     import tensorflow as tf
 
+    gpu = device_info["used"] == "gpu"
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -37,38 +38,19 @@ def environment(device_info: dict) -> dict:
         "numpy": numpy.__version__,
         "cpu": cpu_description(),
         "onednn": onednn_enabled(),
-        "device": device_info,
+        # The build's CUDA and cuDNN say nothing of a run on the CPU.
+        "device": {k: v for k, v in device_info.items() if gpu or not k.startswith("cud")},
     }
 
 
-def build_report(
-    *,
-    config: dict,
-    environment: dict,
-    data: dict,
-    model: dict,
-    training: dict,
-    test: dict,
-    artifacts: dict,
-    timings: dict | None = None,
-    distribution: dict,
-    blessing: dict | None = None,
-) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(sys.argv),
-        "config": config,
-        "environment": environment,
-        "data": data,
-        "model": model,
-        "distribution": distribution,
-        "training": training,
-        "test": test,
-        "timings": timings,
-        "artifacts": artifacts,
-        "blessing": blessing,
-    }
+# The run record: what made a model and how well it does. Every export keeps these sections
+# of the report beside the model (assets.extra/mnist_job.json), whichever command wrote it;
+# job.pipeline assembles the rest of the report around it.
+RUN_RECORD = ("config", "environment", "data", "model", "test")
+
+
+def run_record(report: dict) -> dict:
+    return {k: report[k] for k in RUN_RECORD}
 
 
 def timings(epoch_seconds: list[float], train_seconds: float, examples: int, total: float) -> dict:
@@ -118,6 +100,7 @@ def reports_table(reports: list[dict]) -> pd.DataFrame:
                 "seed": train["seed"],
                 "epochs": len(r["training"]["history"]),
                 "batch": train["batch_size"],
+                "train_images": r["data"]["train_examples"],
                 "device": r["environment"]["device"]["used"],
                 "replicas": r["distribution"]["replicas"],
                 "test_acc": round(r["test"]["accuracy"], 4),

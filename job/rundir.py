@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
+import logging
 import os
 import secrets
 import shutil
@@ -22,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from job.errors import JobError
-from job.files import check_writable_dir
+from job.files import check_writable_dir, write_json_atomic
 from job.report import REPORT_FILENAME
+
+log = logging.getLogger(__name__)
 
 # The run directory's layout (the report's own name lives in job.report).
 MODEL_FILENAME = "model.keras"
@@ -32,6 +36,7 @@ BACKUP_DIRNAME = "backup"  # the last finished epoch's state, while the run is u
 STAGING_DIRNAME = ".staging"  # outputs written before they are moved in together
 TENSORBOARD_DIRNAME = "tensorboard"  # event files, written as training goes
 LOCK_FILENAME = ".lock"
+OPTIONS_FILENAME = "options.json"  # in the backup: the options an unfinished run resumes with
 
 
 def new_run_name(now: datetime | None = None) -> str:
@@ -44,12 +49,37 @@ def new_run_name(now: datetime | None = None) -> str:
 class Claim:
     """A run directory held by this process; see ``claim``."""
 
-    def __init__(self, created: bool):
+    def __init__(self, run_dir: Path, created: bool):
+        self.run_dir = run_dir
         self.created = created
         self.started = False  # set once training starts: from then on the folder is kept
 
-    def mark_started(self) -> None:
+    def mark_started(self, options: dict | None = None) -> None:
+        """Training starts: keep the folder, and record ``options`` for ``check_same_run``."""
         self.started = True
+        if options is not None:
+            write_json_atomic(self.run_dir / BACKUP_DIRNAME / OPTIONS_FILENAME, options)
+
+
+def check_same_run(run_dir: Path, options: dict, may_grow: tuple[str, ...] = ()) -> None:
+    """Refuse to resume an unfinished run under other options: its epochs would mix them.
+
+    Args:
+        options: the resolved options, by name (``--batch-size``: 32).
+        may_grow: options that may be raised on resuming (``--epochs`` without a schedule).
+    """
+    path = run_dir / BACKUP_DIRNAME / OPTIONS_FILENAME
+    before = json.loads(path.read_text()) if path.exists() else options
+    changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
+    grown = {k: old for k, (old, new) in changed.items() if k in may_grow and new > old}
+    refused = [f"{k} {old} (now {new})" for k, (old, new) in changed.items() if k not in grown]
+    if refused:
+        raise JobError(
+            f"{run_dir}: an unfinished run with other options: {', '.join(refused)}; rerun "
+            "with its options to resume it, or pass --overwrite to start afresh"
+        )
+    for name, old in grown.items():
+        log.info("resuming %s with %s raised from %s to %s", run_dir, name, old, options[name])
 
 
 def _lock(path: Path) -> int:
@@ -98,13 +128,15 @@ def claim(
         raise JobError(f"{run_dir}: already exists; choose another --output-dir") from None
     except OSError as exc:
         raise JobError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
-    held = Claim(created=not existed)
+    held = Claim(run_dir, created=not existed)
     fd = None
+    lock = run_dir / (LOCK_FILENAME + (f"-{lock_suffix}" if lock_suffix else ""))
     try:
-        fd = _lock(run_dir / (LOCK_FILENAME + (f"-{lock_suffix}" if lock_suffix else "")))
+        fd = _lock(lock)
         if not lock_suffix:
             _check_or_clear(run_dir, overwrite)
         yield held
+        lock.unlink()  # a finished run keeps no lock naming a process long gone
     except BaseException:
         # Only the writer that holds the lock removes a folder it made: never another
         # run's, and never one that training has started to fill.

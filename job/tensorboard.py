@@ -1,8 +1,9 @@
 """TensorBoard event files in ``<run>/tensorboard``, laid out as Keras' TensorBoard callback
 lays them out: ``train/`` and ``validation/`` with per-epoch ``epoch_loss``,
-``epoch_accuracy`` and (train) ``epoch_learning_rate``; and at the end of a run, in the
-folder itself, the four figures as images and the configuration as hparams with the test
-accuracy and loss as its metrics (the HParams tab).
+``epoch_accuracy`` and (train) ``epoch_learning_rate``, epochs numbered from 1 as in the
+report and the figures; and at the end of a run, in the folder itself, the four figures as
+images and the configuration as hparams with the test accuracy and loss as its metrics
+(the HParams tab).
 
 Every value comes from the run's epoch log, so TensorBoard and ``metrics.json`` agree. A
 resumed run rewrites the epochs it resumes from and then goes on, so no epoch is logged
@@ -52,7 +53,7 @@ class EpochSummaries(keras.callbacks.Callback):
             values = {k: entry[prefix + k] for k in ("loss", "accuracy") if prefix + k in entry}
             if not values:
                 continue
-            with self._writer(split).as_default(step=epoch):
+            with self._writer(split).as_default(step=epoch + 1):  # from 1, as the report
                 for name, value in values.items():
                     tf.summary.scalar(f"epoch_{name}", value)
                 if split == TRAIN and "learning_rate" in entry:

@@ -200,24 +200,27 @@ def record_version(export_dir, version: int, accuracy) -> None:
 
 def test_the_gate_blesses_exactly_the_tolerance_under_the_baseline(tmp_path):
     record_version(tmp_path, 3, 0.75)
-    at_edge = gate.decide(0.5, tmp_path, None, compare=True, tolerance=0.25)
+    at_edge = gate.decide(0.5, tmp_path, 0, compare=True, tolerance=0.25)
     assert at_edge == {
         "blessed": True,
         "reason": None,
-        "min_test_accuracy": None,
+        "min_test_accuracy": 0,
         "baseline": {"version": 3, "test_accuracy": 0.75},
         "tolerance": 0.25,
     }
-    under = gate.decide(np.nextafter(0.5, 0), tmp_path, None, compare=True, tolerance=0.25)
+    under = gate.decide(np.nextafter(0.5, 0), tmp_path, 0, compare=True, tolerance=0.25)
     assert under["blessed"] is False
-    assert under["reason"] == "test accuracy 0.5000 is more than 0.25 under version 3's 0.7500"
+    assert under["reason"] == (
+        "test accuracy 0.5000 is more than 0.25 under version 3's 0.7500 "
+        "(pass --no-gate to export it anyway)"
+    )
 
 
 def test_the_default_tolerance_is_inclusive(tmp_path):
     record_version(tmp_path, 1, 0.984)
     edge = 0.984 - gate.DEFAULT_TOLERANCE
-    assert gate.decide(edge, tmp_path, None, compare=True)["blessed"] is True
-    assert gate.decide(edge - 1e-9, tmp_path, None, compare=True)["blessed"] is False
+    assert gate.decide(edge, tmp_path, 0, compare=True)["blessed"] is True
+    assert gate.decide(edge - 1e-9, tmp_path, 0, compare=True)["blessed"] is False
 
 
 def test_the_floor_is_inclusive_and_both_reasons_are_given(tmp_path):
@@ -225,18 +228,19 @@ def test_the_floor_is_inclusive_and_both_reasons_are_given(tmp_path):
     assert gate.decide(0.9, tmp_path, 0.9, compare=False)["blessed"] is True
     both = gate.decide(0.89, tmp_path, 0.9, compare=True)
     assert both["reason"] == (
-        "test accuracy 0.8900 is under --min-test-accuracy 0.9; "
-        "test accuracy 0.8900 is more than 0.005 under version 1's 0.9900"
+        "test accuracy 0.8900 is under --min-test-accuracy 0.9 (pass a lower one, or 0, to "
+        "export it anyway); test accuracy 0.8900 is more than 0.005 under version 1's 0.9900 "
+        "(pass --no-gate to export it anyway)"
     )
 
 
 def test_without_comparing_there_is_no_baseline_or_tolerance(tmp_path):
     record_version(tmp_path, 1, 0.99)
-    decision = gate.decide(0.5, tmp_path, None, compare=False)
+    decision = gate.decide(0.5, tmp_path, 0, compare=False)
     assert decision == {
         "blessed": True,
         "reason": None,
-        "min_test_accuracy": None,
+        "min_test_accuracy": 0,
         "baseline": None,
         "tolerance": None,
     }

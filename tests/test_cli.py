@@ -1,14 +1,20 @@
 """The click CLI end to end on small data the tests make: outputs, and bad input."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from job import errors
 from job.cli import main
 from job.report import load_schema
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +62,7 @@ def test_report_command_prints_a_table(tmp_path, synthetic_npz):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert "test_acc" in lines[0] and len(lines) == 3
+    assert lines[0].split().index("train_images") == lines[1].split().index("600")
 
 
 @pytest.mark.parametrize(
@@ -154,3 +161,141 @@ def test_fast_recipe_resolves_its_defaults_and_records_them(tmp_path, synthetic_
     assert report["data"]["validation_examples"] == 0
     assert [e["epoch"] for e in report["training"]["history"]] == [1, 2, 3]
     assert report["test"]["accuracy"] > 0.8
+
+
+def stop_after_the_first_epoch(monkeypatch):
+    """Ctrl-C once the first epoch is backed up, as a person would press it."""
+    from job.training.callbacks import EpochBackup
+
+    backup = EpochBackup.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):
+        backup(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochBackup, "on_epoch_end", interrupted)
+
+
+def test_a_rerun_resumes_only_the_same_run(tmp_path, synthetic_npz, monkeypatch):
+    run_dir = tmp_path / "run"
+    stop_after_the_first_epoch(monkeypatch)
+    stopped = run(*train_args(synthetic_npz, run_dir))
+    assert stopped.exit_code == 130
+    assert f"error: {run_dir}: interrupted; run the same command again to resume" in stopped.output
+    monkeypatch.undo()
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    for extra, named in [
+        (["--batch-size", 64], "--batch-size 32 (now 64)"),
+        (["--recipe", "fast"], "--recipe default (now fast), --batch-size 32 (now 128)"),
+        (["--epochs", 1], "--epochs 2 (now 1)"),  # fewer epochs than the run was given
+    ]:
+        refused = run(*train_args(synthetic_npz, run_dir), *extra)
+        assert refused.exit_code == 2, refused.output
+        assert refused.output == (
+            f"error: {run_dir}: an unfinished run with other options: {named}; rerun with its "
+            "options to resume it, or pass --overwrite to start afresh\n"
+        )
+        assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
+
+    # --overwrite starts afresh under the new options, which a rerun must then keep.
+    stop_after_the_first_epoch(monkeypatch)
+    again = run(*train_args(synthetic_npz, run_dir, "--batch-size", 64, "--overwrite"))
+    assert again.exit_code == 130
+    monkeypatch.undo()
+    # The default recipe's learning rate has no schedule: more epochs continue the same run.
+    resumed = run(*train_args(synthetic_npz, run_dir, "--batch-size", 64, "--epochs", 3))
+    assert resumed.exit_code == 0, resumed.output
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["config"]["train"]["batch_size"] == 64
+    assert report["training"]["resumed_from_epoch"] == 1
+    assert [e["epoch"] for e in report["training"]["history"]] == [1, 2, 3]
+    assert sorted(p.name for p in run_dir.glob(".*")) == []  # no lock, no staging
+
+
+def test_the_readme_table_of_exit_codes_is_the_codes_the_cli_keeps():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| code | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
+    kept = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    assert documented == {0, 1} | kept
+
+
+def train_in_a_process(tmp_path, synthetic_npz, *extra, env=None):
+    command = [sys.executable, "-m", "job", *extra]
+    command += train_args(synthetic_npz, tmp_path / "run", "--epochs", 1, "--overwrite")
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        list(map(str, command)), cwd=REPO, env=environ | (env or {}), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+
+
+# TensorFlow's C++ lines (I0000 00:00:... port.cc:153] ...) and absl's line before them.
+TENSORFLOW_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog", re.M)
+
+
+def test_a_run_shows_only_what_a_person_can_act_on(tmp_path, synthetic_npz):
+    done = train_in_a_process(tmp_path, synthetic_npz)
+    assert done.returncode == 0, done.stderr
+    assert not TENSORFLOW_LINE.search(done.stderr), done.stderr
+    assert "cuInit" not in done.stderr and "oneDNN" not in done.stderr
+    run_dir = tmp_path / "run"
+    assert done.stdout.splitlines()[-2:] == [
+        f"report: {run_dir / 'report.html'}",
+        f"next: python -m job export --run {run_dir}",
+    ]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["command"] == f"python -m job train --data {synthetic_npz} --output-dir " + (
+        f"{run_dir} --no-export --epochs 2 --epochs 1 --overwrite"
+    )
+    assert (
+        f"<code>python -m job train --data {synthetic_npz}" in (run_dir / "report.html").read_text()
+    )
+    if report["environment"]["device"]["used"] == "cpu":
+        assert not {"cuda_version", "cudnn_version"} & set(report["environment"]["device"])
+    assert not list(run_dir.glob(".lock*"))
+    # TensorFlow speaks with -v, or at the level the user set.
+    assert TENSORFLOW_LINE.search(train_in_a_process(tmp_path, synthetic_npz, "-v").stderr)
+    chosen = train_in_a_process(tmp_path, synthetic_npz, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert TENSORFLOW_LINE.search(chosen.stderr)
+
+
+def test_make_train_fits_one_screen_and_ends_with_the_page_and_the_next_step(
+    tmp_path, synthetic_npz
+):
+    make = ["make", "--no-print-directory", "train", "RUNTIME=local"]
+    make += [f"RUNS_DIR={tmp_path}/runs", f"MODELS_DIR={tmp_path}/models"]
+    make += [f"ARGS=--data {synthetic_npz} --epochs 1"]
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        make, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) <= 24, done.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert lines[-2:] == [
+        f"report: {run_dir / 'report.html'}",
+        "next: make serve, then make verify (or python -m serving predict --help)",
+    ]
+
+
+def test_one_spelling_for_versions_and_formats(tmp_path, mnist_path):
+    from job import __version__
+
+    assert run("--version").output == f"main, version {__version__}\n"
+    described = json.loads(run("data", "--data", mnist_path, "--format", "json").output)
+    assert described["train_examples"] == 60000 and described["canonical_mnist"] is True
+    for command in ("train", "export"):
+        help_text = run(command, "--help").output
+        assert "--export-version" in help_text and "--version" not in help_text.replace(
+            "--export-version", ""
+        )
+
+
+def test_the_old_export_version_spelling_still_works_with_a_warning(tmp_path, synthetic_npz):
+    args = [*train_args(synthetic_npz, tmp_path / "run", "--epochs", 1)]
+    args[args.index("--no-export")] = "--export"
+    result = run(*args, "--export-dir", tmp_path / "models", "--version", 3)
+    assert result.exit_code == 0, result.output
+    assert "The option 'version' is deprecated. Use --export-version." in result.output
+    assert (tmp_path / "models" / "3" / "saved_model.pb").exists()

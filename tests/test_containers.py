@@ -73,7 +73,10 @@ def make_dry_run(*args) -> str:
 def test_make_train_in_docker_on_cpu():
     out = make_dry_run("train", "RUNTIME=docker")
     assert "running in Docker" in out
-    assert "docker build -f Dockerfile --build-arg BASE_TAG=2.21.0 -t mnist-job:2.21.0 ." in out
+    assert (
+        "docker build --quiet -f Dockerfile --build-arg BASE_TAG=2.21.0 -t mnist-job:2.21.0 ."
+        in out
+    )
     assert re.search(r"docker run --rm +--user", out)
     assert "--gpus" not in out
     for mount in ("/mnist-job:/data", "/runs:/app/runs", "/models:/app/models"):

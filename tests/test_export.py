@@ -15,6 +15,7 @@ from job.errors import JobError, OutputError
 from job.export import contract as c
 from job.export import savedmodel as export
 from job.export import versions
+from job.report import RUN_RECORD, run_record
 from tests.conftest import predict_with_export
 
 pytestmark = pytest.mark.integration
@@ -85,10 +86,18 @@ def test_warmup_records_are_prediction_logs(trained_run):
         assert tf.make_ndarray(request.inputs[c.INPUT_PIXELS]).shape[1:] == (28, 28)
 
 
-def test_run_info_travels_with_the_model(trained_run):
+def test_run_info_travels_with_the_model(trained_run, tmp_path):
     info = json.loads((trained_run["version_dir"] / "assets.extra" / c.RUN_INFO_FILE).read_text())
     assert info["config"]["train"]["limit"] == 12000
     assert info["model"]["parameters"] == 105_306
+    # One shape whichever command exported: the report's run record, the whole test section.
+    report = json.loads((trained_run["run_dir"] / "metrics.json").read_text())
+    assert info == run_record(report)
+    assert set(info) == set(RUN_RECORD) and "confusion_matrix" in info["test"]
+    args = ["export", "--run", trained_run["run_dir"], "--export-dir", tmp_path / "models"]
+    assert CliRunner().invoke(main, list(map(str, args))).exit_code == 0
+    exported = tmp_path / "models" / "1" / "assets.extra" / c.RUN_INFO_FILE
+    assert json.loads(exported.read_text()) == info
 
 
 def test_export_command_takes_the_next_version_and_never_overwrites(trained_run, tmp_path):
@@ -98,9 +107,9 @@ def test_export_command_takes_the_next_version_and_never_overwrites(trained_run,
     assert runner.invoke(main, args).exit_code == 0
     assert runner.invoke(main, args).exit_code == 0
     assert sorted(p.name for p in export_dir.iterdir()) == ["1", "2"]
-    clash = runner.invoke(main, [*args, "--version", "2"])
+    clash = runner.invoke(main, [*args, "--export-version", "2"])
     assert clash.exit_code == 2 and "never overwritten" in clash.output
-    assert runner.invoke(main, [*args, "--version", "7"]).exit_code == 0
+    assert runner.invoke(main, [*args, "--export-version", "7"]).exit_code == 0
     assert versions.next_version(export_dir) == 8
     assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]
 

@@ -27,12 +27,12 @@ def fake_version(export_dir: Path, version: int, accuracy: float | None) -> None
 @pytest.mark.parametrize(
     ("accuracy", "floor", "versions", "blessed", "because"),
     [
-        (0.98, None, [], True, None),  # nothing to compare with
+        (0.98, 0, [], True, None),  # nothing to compare with
         (0.98, 0.99, [], False, "under --min-test-accuracy 0.99"),
-        (0.98, None, [(1, 0.984)], True, None),  # within the tolerance
-        (0.97, None, [(1, 0.984)], False, "under version 1's 0.9840"),
-        (0.97, None, [(1, 0.984), (2, 0.95)], True, None),  # the newest version is the baseline
-        (0.97, None, [(1, 0.984), (2, None)], False, "version 1"),  # no record: skipped
+        (0.98, 0, [(1, 0.984)], True, None),  # within the tolerance
+        (0.97, 0, [(1, 0.984)], False, "under version 1's 0.9840"),
+        (0.97, 0, [(1, 0.984), (2, 0.95)], True, None),  # the newest version is the baseline
+        (0.97, 0, [(1, 0.984), (2, None)], False, "version 1"),  # no record: skipped
     ],
 )
 def test_gate_decisions(tmp_path, accuracy, floor, versions, blessed, because):
@@ -78,10 +78,23 @@ def test_a_worse_run_is_held_back_unless_the_gate_is_off(tmp_path, mnist_path):
     assert result.exit_code == 0, result.output
     blessing = json.loads((run_dir / "metrics.json").read_text())["blessing"]
     assert blessing == {
-        "blessed": True, "reason": None, "min_test_accuracy": None, "baseline": None,
+        "blessed": True, "reason": None, "min_test_accuracy": 0.5, "baseline": None,
         "tolerance": None,
     }  # fmt: skip
     assert sorted(p.name for p in export_dir.iterdir()) == ["3", "4"]
+
+
+def test_a_smoke_run_is_not_exported_unless_the_floor_is_lowered(tmp_path, mnist_path):
+    args = ["--limit", "5"]
+    result, run_dir, export_dir = train(mnist_path, tmp_path, *args)
+    assert result.exit_code == EXIT_NOT_BLESSED, result.output
+    (line,) = result.output.splitlines()[-1:]
+    assert line.startswith(f"error: {export_dir}: not exported: test accuracy 0.")
+    assert "under --min-test-accuracy 0.5 (pass a lower one, or 0, to export it anyway)" in line
+    assert not export_dir.exists() or not any(export_dir.iterdir())
+    result, *_ = train(mnist_path, tmp_path, *args, "--min-test-accuracy", "0", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in export_dir.iterdir()) == ["1"]
 
 
 def test_a_passing_run_records_its_baseline(tmp_path, mnist_path):
@@ -124,7 +137,7 @@ def write_report(path: Path, seed: int, accuracy: float, seconds: float, recipe=
             "examples_per_second": 60000.0,
             "train_seconds": seconds,
         },
-        "data": {"source": "cache"},
+        "data": {"source": "cache", "train_examples": 60000},
     }
     (path / "metrics.json").write_text(json.dumps(report))
 

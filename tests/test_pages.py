@@ -167,7 +167,7 @@ def write_report(path: Path, seed: int, accuracy: float, recipe: str = "default"
         "distribution": {"replicas": 1},
         "test": {"accuracy": accuracy, "loss": 0.05},
         "timings": {"median_epoch_seconds": 1.0, "examples_per_second": 6e4, "train_seconds": 9},
-        "data": {"source": "cache"},
+        "data": {"source": "cache", "train_examples": 60000},
     }
     (path / "metrics.json").write_text(json.dumps(report))
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from job import plots
 from job.cli import main
 from job.cpu import ONEDNN_VARIABLE, X86_64
-from job.errors import EXIT_PREEMPTED
+from job.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED
 from tests.conftest import REPO, read_scalars
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,9 @@ def uninterrupted(tmp_path_factory, mnist_path):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "Ctrl-C"]
+)
 def test_interrupted_run_resumes_and_reports_each_epoch_once(
     tmp_path, mnist_path, sig, uninterrupted
 ):
@@ -82,6 +84,11 @@ def test_interrupted_run_resumes_and_reports_each_epoch_once(
     if sig == signal.SIGTERM:
         assert code == EXIT_PREEMPTED, stderr[-2000:]
         assert "SIGTERM" in stderr and "Traceback" not in stderr
+    elif sig == signal.SIGINT:
+        assert code == EXIT_INTERRUPTED, stderr[-2000:]
+        assert stderr.endswith(
+            f"error: {run_dir}: interrupted; run the same command again to resume\n"
+        )
     else:
         assert code == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
@@ -96,7 +103,7 @@ def test_interrupted_run_resumes_and_reports_each_epoch_once(
     # TensorBoard continues the same logs: every epoch once, with the report's values.
     logged = read_scalars(run_dir / "tensorboard" / "train")["epoch_loss"]
     history = report["training"]["history"]
-    assert logged == [(e["epoch"] - 1, pytest.approx(e["loss"])) for e in history]
+    assert logged == [(e["epoch"], pytest.approx(e["loss"])) for e in history]
 
 
 def test_deterministic_runs_are_bit_identical(tmp_path, mnist_path):

@@ -121,7 +121,7 @@ def test_an_existing_version_is_refused_before_training(tmp_path, synthetic_npz)
     (tmp_path / "models" / "3").mkdir(parents=True)
     done = run_job(
         "--data", str(synthetic_npz), "--runs-dir", str(tmp_path / "runs"),
-        "--export-dir", str(tmp_path / "models"), "--version", "3",
+        "--export-dir", str(tmp_path / "models"), "--export-version", "3",
     )  # fmt: skip
     assert done.returncode == 2 and "already exists" in done.stderr
     assert "Epoch" not in done.stdout + done.stderr

@@ -39,7 +39,7 @@ def test_each_epoch_is_logged_once_with_the_reports_values(fast_run):
     history = report_of(fast_run)["training"]["history"]
     train = read_scalars(fast_run / "tensorboard" / "train")
     validation = read_scalars(fast_run / "tensorboard" / "validation")
-    steps = list(range(len(history)))
+    steps = [epoch["epoch"] for epoch in history]  # from 1, as the report and the figures
     for scalars, tag, key in [
         (train, "epoch_loss", "loss"),
         (train, "epoch_accuracy", "accuracy"),
@@ -69,7 +69,7 @@ def test_figures_hparams_and_test_metrics_are_logged(fast_run):
 def test_the_default_recipe_logs_to_train_only(trained_run):
     log_dir = trained_run["run_dir"] / "tensorboard"
     assert (log_dir / "train").is_dir() and not (log_dir / "validation").exists()
-    assert [s for s, _ in read_scalars(log_dir / "train")["epoch_loss"]] == [0]
+    assert [s for s, _ in read_scalars(log_dir / "train")["epoch_loss"]] == [1]
 
 
 def test_tensorboard_serves_the_runs_scalars(fast_run):
@@ -104,5 +104,5 @@ def test_tensorboard_serves_the_runs_scalars(fast_run):
         server.terminate()
         server.wait(timeout=30)
     history = report_of(fast_run)["training"]["history"]
-    assert [s for s, _ in served] == list(range(len(history)))
+    assert [s for s, _ in served] == [e["epoch"] for e in history]
     assert [v for _, v in served] == pytest.approx([e["loss"] for e in history], rel=1e-6)

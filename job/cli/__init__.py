@@ -13,7 +13,6 @@ export, report); shared options in ``options``.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -28,21 +27,24 @@ log = logging.getLogger("job")
 
 
 def setup_logging(verbose: bool) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    """The job's own lines, plainly; with ``verbose`` every library's, with times and names."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
 @click.version_option(package_name="mnist-job")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
     setup_logging(verbose)
     enable_onednn_by_default()  # before any command imports TensorFlow
+    ctx.meta["verbose"] = verbose  # TensorFlow's own lines too (cpu.import_tensorflow)
 
 
 def _register() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -15,17 +16,29 @@ from job.cli.options import (
     gate_options,
     run_option,
 )
+from job.cpu import import_tensorflow
+from job.errors import JobError
 
 
 @click.command("data")
 @data_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: one line for a person; json: the report's data section.",
+)
 @expected_errors
-def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None:
+def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_format: str):
     """Fetch (if needed) and verify MNIST without training."""
     from job.data import load_mnist
 
-    dataset = load_mnist(data_path, cache_dir, allow_network=not offline)
-    info = dataset.describe()
+    info = load_mnist(data_path, cache_dir, allow_network=not offline).describe()
+    if output_format == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
     click.echo(
         f"{info['train_examples']} train + {info['test_examples']} test images from "
         f"{info['source']} ({info['path']}); sha256 {info['sha256'][:16]}...; "
@@ -41,40 +54,42 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool) -> None
 @cache_dir_option
 @expected_errors
 def export(
-    run_dir, export_dir, export_version, min_test_accuracy, gate, gate_tolerance, cache_dir
-) -> None:
+    run_dir, export_dir, export_version, version, min_test_accuracy, gate, gate_tolerance,
+    cache_dir,
+) -> None:  # fmt: skip
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
     model card (limits measured on the cached MNIST test set).
 
     The quality gate applies as in train: the run's test accuracy against
-    --min-test-accuracy and the newest exported version (--no-gate to skip both).
+    --min-test-accuracy and the newest exported version (--no-gate --min-test-accuracy 0
+    to skip both).
     """
+    import_tensorflow(click.get_current_context().meta.get("verbose", False))
     from job import gate as quality_gate
-    from job.errors import JobError
     from job.export.savedmodel import export_for_serving
-    from job.report import REPORT_FILENAME, read_report
+    from job.report import REPORT_FILENAME, read_report, run_record
     from job.rundir import load_trained_model
 
     model = load_trained_model(run_dir)
     report = read_report(run_dir) if (run_dir / REPORT_FILENAME).exists() else None
-    gating = gate or min_test_accuracy is not None
-    if gating:
+    if gate or min_test_accuracy:
         if report is None:
-            raise JobError(f"{run_dir}: no {REPORT_FILENAME} to gate on; pass --no-gate")
+            raise JobError(
+                f"{run_dir}: no {REPORT_FILENAME} to gate on; pass --no-gate --min-test-accuracy 0"
+            )
         blessing = quality_gate.decide(
             report["test"]["accuracy"], export_dir, min_test_accuracy, gate, gate_tolerance
         )
         quality_gate.refuse_unblessed(blessing, export_dir)
-    run_info = {k: report[k] for k in ("config", "data", "model", "test")} if report else None
     card = run_model_card(model, report, cache_dir) if report else None
-    path = export_for_serving(model, export_dir, export_version, run_info, card)
+    record = run_record(report) if report else None
+    path = export_for_serving(model, export_dir, export_version or version, record, card)
     click.echo(str(path))
 
 
 def run_model_card(model, report: dict, cache_dir: Path) -> dict:
     """The model card of a finished run; its limits where verified MNIST is cached."""
     from job.data import load_mnist
-    from job.errors import JobError
     from job.export import model_card
 
     try:

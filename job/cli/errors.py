@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from job.errors import JobError
+from job.errors import EXIT_INTERRUPTED, JobError
 
 
 def expected_errors(command):
@@ -22,6 +22,6 @@ def expected_errors(command):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from job.gate import DEFAULT_TOLERANCE
+from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
 
@@ -72,12 +72,17 @@ export_dir_option = click.option(
     show_default=True,
     help="Model base path; versions are numbered folders in it.",
 )
-export_version_option = click.option(
-    "--version",
-    "export_version",
-    type=int,
-    callback=positive,
-    help="Export version number.  [default: next free]",
+export_version_option = option_group(
+    click.option(
+        "--export-version",
+        type=int,
+        callback=positive,
+        help="The export's version number.  [default: next free]",
+    ),
+    # Its spelling until 0.1.0, kept for one release: click warns that it is deprecated.
+    click.option(
+        "--version", type=int, callback=positive, hidden=True, deprecated="Use --export-version."
+    ),
 )
 
 
@@ -86,7 +91,9 @@ gate_options = option_group(
     click.option(
         "--min-test-accuracy",
         type=click.FloatRange(0, 1),
-        help="Export only a model with at least this test accuracy.",
+        default=DEFAULT_MIN_TEST_ACCURACY,
+        show_default=True,
+        help="Export only a model with at least this test accuracy (0: any).",
     ),
     click.option(
         "--gate/--no-gate",

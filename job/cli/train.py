@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -24,7 +26,8 @@ from job.config import (
     TrainConfig,
     recipe_named,
 )
-from job.errors import JobError
+from job.cpu import import_tensorflow
+from job.errors import Interrupted, JobError
 
 
 @click.command()
@@ -102,7 +105,7 @@ from job.errors import JobError
     show_default=True,
     help="Where the default run directory is made.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace a finished run in --output-dir.")
+@click.option("--overwrite", is_flag=True, help="Start afresh over a finished or unfinished run.")
 @click.option(
     "--export/--no-export",
     default=True,
@@ -116,16 +119,37 @@ from job.errors import JobError
 @expected_errors
 def train(**opts) -> None:
     """Train and evaluate the CNN; write metrics.json, figures, model.keras and the export."""
+    ctx = click.get_current_context()
+    import_tensorflow(ctx.meta.get("verbose", False))
     from job.pipeline import run_training
     from job.training.cluster import read_environment
 
     config = build_config(opts, read_environment())
-    report = run_training(config)
+    # The command as a person types it (python -m job / mnist-job), not Python's argv[0].
+    command = " ".join([ctx.find_root().info_name or "mnist-job", shlex.join(sys.argv[1:])])
+    try:
+        report = run_training(config, command)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{config.run_dir}: interrupted; run the same command again to resume"
+            if config.run_dir.exists()
+            else f"{config.run_dir}: interrupted before training; nothing was written"
+        ) from None
     if report:
-        click.echo(
-            f"test accuracy {report['test']['accuracy']:.4f}  "
-            f"loss {report['test']['loss']:.4f}  ->  {config.run_dir}"
-        )
+        echo_ending(report, config.run_dir)
+
+
+def echo_ending(report: dict, run_dir: Path) -> None:
+    """The result, where to read it, and what to do next."""
+    from job.pages import PAGE_FILENAME  # deferred with pandas, as every module of the run
+
+    test = report["test"]
+    click.echo(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
+    click.echo(f"report: {run_dir / PAGE_FILENAME}")
+    if report["artifacts"]["export"]:
+        click.echo("next: make serve, then make verify (or python -m serving predict --help)")
+    else:
+        click.echo(f"next: python -m job export --run {run_dir}")
 
 
 def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
@@ -143,7 +167,7 @@ def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
         allow_network=not opts["offline"],
         export=opts["export"],
         export_dir=opts["export_dir"],
-        export_version=opts["export_version"],
+        export_version=opts["export_version"] or opts["version"],
         min_test_accuracy=opts["min_test_accuracy"],
         gate=opts["gate"],
         gate_tolerance=opts["gate_tolerance"],
