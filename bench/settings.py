@@ -20,13 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-# The job with Keras' own Adam.update_step in place of the fused kernel it uses: there is
-# no option for that, so this variant starts the CLI with the kernel's check failing.
-KERAS_ADAM = (
-    "import sys; import job.training.optimizer as o; o.fused_adam_kernel_works = lambda: False; "
-    "from job.cli import main; sys.argv[0] = 'job'; main()"
-)
 JOB = ["-m", "job"]
+
+
+def patched(statement: str) -> list[str]:
+    """Start the job's CLI after ``statement``: for a mechanism that has no option."""
+    return ["-c", f"import sys; {statement}; from job.cli import main; sys.argv[0] = 'job'; main()"]
 
 
 class Variant(NamedTuple):
@@ -37,7 +36,14 @@ class Variant(NamedTuple):
 
 VARIANTS: dict[str, Variant] = {
     "as shipped": Variant(),
-    "Keras' Adam update (no fused kernel)": Variant(start=["-c", KERAS_ADAM]),
+    "Keras' Adam update (no fused kernel)": Variant(
+        start=patched(
+            "import job.training.optimizer as o; o.fused_adam_kernel_works = lambda: False"
+        )
+    ),
+    "whole batches (no slices; same threads)": Variant(
+        start=patched("import job.training.devices as d; d.batch_shards = lambda used, batch: 1")
+    ),
     "TensorFlow's thread defaults": Variant(
         env={"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"}
     ),
