@@ -165,6 +165,33 @@ def test_slurm_workers_are_every_task_of_the_step_in_order():
     ]  # fmt: skip
 
 
+def test_slurm_host_list_without_tensorflows_private_parser(monkeypatch, tmp_path):
+    assert slurm.expand_hostlist("node[07-08],gpu1") == ["node07", "node08", "gpu1"]
+    # A TensorFlow without the parser: Slurm's own scontrol expands the list.
+    monkeypatch.setattr(slurm, "TF_SLURM_MODULE", "tensorflow.python.no_such_module")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(JobError, match="cannot expand 'node"):
+        slurm.expand_hostlist("node[07-08]")
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(
+        '#!/bin/sh\n[ "$1 $2 $3" = "show hostnames node[07-08]" ] && echo node07 && echo node08\n'
+    )
+    scontrol.chmod(0o755)
+    assert slurm.expand_hostlist("node[07-08]") == ["node07", "node08"]
+
+
+@pytest.mark.parametrize(
+    ("text", "counts"), [("2(x2)", [2, 2]), ("3,1", [3, 1]), ("2(x3),1", [2, 2, 2, 1])]
+)
+def test_slurm_tasks_per_node(text, counts):
+    assert slurm.expand_tasks_per_node(text) == counts
+
+
+def test_slurm_tasks_per_node_refuses_what_slurm_never_writes():
+    with pytest.raises(JobError, match="tasks per node"):
+        slurm.expand_tasks_per_node("2(3)")
+
+
 def test_slurm_ports_differ_between_jobs_and_can_be_set():
     bases = {slurm.port_base({**SLURM_STEP, "SLURM_JOB_ID": str(j)}) for j in range(4242, 4342)}
     assert len(bases) == 100  # jobs side by side on a node never share ports

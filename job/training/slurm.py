@@ -10,18 +10,20 @@ derives its ports from the job and step.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
+import subprocess
 from collections.abc import Mapping
 
 import tensorflow as tf
-from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
-    expand_hostlist,
-    expand_tasks_per_node,
-)
 
 from job.errors import JobError
 
 log = logging.getLogger(__name__)
+
+# TensorFlow's Slurm resolver parses host lists, but not as a public API.
+TF_SLURM_MODULE = "tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver"
 
 PORT_BASE_VARIABLE = "MNIST_JOB_PORT_BASE"
 PORT_RANGE = (20000, 60000)  # derived ports fall here, clear of the usual service ports
@@ -33,6 +35,37 @@ def _slurm(env: Mapping[str, str], name: str) -> str:
     if value is None:
         raise JobError(f"multi-worker under Slurm: {name} is not set (run the job with srun)")
     return value
+
+
+def expand_hostlist(nodelist: str) -> list[str]:
+    """Slurm's compressed host list (``node[07-08],gpu1``) as host names.
+
+    With TensorFlow's private parser, imported here so that only Slurm runs load it; where a
+    TensorFlow no longer has it, with Slurm's own ``scontrol show hostnames``.
+    """
+    try:
+        return importlib.import_module(TF_SLURM_MODULE).expand_hostlist(nodelist)
+    except (ImportError, AttributeError) as exc:
+        log.debug("TensorFlow's host list parser is gone (%s); asking scontrol", exc)
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise JobError(f"multi-worker under Slurm: cannot expand {nodelist!r}: {exc}") from None
+    return done.stdout.split()
+
+
+def expand_tasks_per_node(text: str) -> list[int]:
+    """Slurm's tasks per node (``2(x3),1``) as one count per node."""
+    counts = []
+    for part in text.split(","):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not match:
+            raise JobError(f"multi-worker under Slurm: tasks per node {text!r} not understood")
+        counts += [int(match[1])] * int(match[2] or 1)
+    return counts
 
 
 def port_base(env: Mapping[str, str]) -> int:
