@@ -7,7 +7,6 @@ import platform
 import statistics
 import sys
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +17,6 @@ from job.files import write_json_atomic
 
 SCHEMA_VERSION = 1
 REPORT_FILENAME = "metrics.json"
-
-
-def load_schema() -> dict:
-    return json.loads(resources.files("job").joinpath("schemas/metrics.schema.json").read_text())
 
 
 def environment(device_info: dict) -> dict:
