@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from job.errors import JobError, OutputError
 from job.export import contract as c
@@ -37,8 +38,6 @@ def op_error_reason(exc: tf.errors.OpError) -> str:
 
 def write_warmup_requests(path: Path) -> None:
     """TFRecord of PredictionLog that TF Serving replays at load, so request one is not slow."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for batch in (1, 32):
