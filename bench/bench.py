@@ -20,7 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
+
+from job.cpu import cpu_description, onednn_enabled
+from job.export import contract as c
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (
@@ -34,9 +38,11 @@ DATA = (
 def seed_worker(epochs: int) -> dict:
     """The notebook's cells, as written: float64 arrays, model.fit at batch 32, and
     TensorFlow's own oneDNN choice (the job's default is not applied here)."""
+    # TensorFlow loads in the worker processes only: the driver and the job's worker stay
+    # light, so that each path's peak memory is its own.
+    import keras
     import numpy as np
 
-    from job.cpu import onednn_enabled
     from job.data import read_npz
     from job.model import get_model
 
@@ -47,8 +53,6 @@ def seed_worker(epochs: int) -> dict:
     model = get_model(train_images[0].shape)
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     seconds = []
-
-    import keras
 
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -103,11 +107,10 @@ def job_worker(args: list[str]) -> dict:
 
 def inference_figures(version_dir: Path) -> dict:
     """In-process latency and throughput of the exported serving_default signature."""
-    import numpy as np
+    import numpy as np  # in the worker (see seed_worker)
     import tensorflow as tf
 
     from job.data import read_npz
-    from job.export import contract as c
 
     serve = tf.saved_model.load(str(version_dir)).signatures[c.SIGNATURE_PIXELS]
     images = read_npz(DATA).x_test
@@ -158,17 +161,13 @@ def steady_epochs(seconds: list[float]) -> list[float]:
 
 def machine() -> str:
     """The lines that say where the figures came from: cores, CPU model, vector features."""
-    import tensorflow as tf
-
-    from job.cpu import cpu_description
-
     cpu = cpu_description()
     features = cpu["vector_features"]
     kind = "AVX-512" if any(f.startswith("avx512") for f in features) else "no AVX-512"
     kind += ", AMX" if any(f.startswith("amx") for f in features) else ", no AMX"
     return (
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}\n"
+        f"TensorFlow {metadata.version('tensorflow')}\n"
         f"cpu: {cpu['model']} ({kind}): {' '.join(features) or 'no vector features listed'}"
     )
 
