@@ -61,10 +61,11 @@ def is_kernel(name: str) -> bool:
     )
 
 
-def build_loop(images, labels, whole_batches: bool = False):
+def build_loop(images, labels, keras_adam: bool, whole_batches: bool):
     """The job's loop as ``python -m job train`` builds it, or with one mechanism taken out;
     returns a function that runs ``count`` calls of the job's steps per call."""
     # Imported here, after main() asked for oneDNN: TensorFlow reads that once, as it loads.
+    import keras
     import tensorflow as tf
 
     from job import model
@@ -74,9 +75,11 @@ def build_loop(images, labels, whole_batches: bool = False):
     batch, chunk = DEFAULT_RECIPE.batch_size, DEFAULT_STEPS_PER_EXECUTION
     train_ds = inputs.make_dataset(images, labels, batch, shuffle_seed=1)
     steps_per_epoch = inputs.steps_per_epoch(len(images), batch)
-    adam = optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs)
+    adam, _ = optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs)
     net = model.get_model(images.shape[1:])
-    model.compile_model(net, adam, steps_per_execution=chunk)
+    model.compile_model(
+        net, keras.optimizers.Adam() if keras_adam else adam, steps_per_execution=chunk
+    )
     shards = 1 if whole_batches else devices.batch_shards("cpu", batch)
     loop = Trainer(net, tf.distribute.get_strategy(), shards)
     iterator = loop.iterate(train_ds)
@@ -113,8 +116,8 @@ def main() -> None:
         "--compare",
         type=int,
         metavar="ROUNDS",
-        help="no profile: alternate the job's step with the step on whole batches (no "
-        "slices), ROUNDS calls each, and print their times per step",
+        help="no profile: alternate the job's step with Keras' Adam update and with whole "
+        "batches, ROUNDS calls each, and print their times per step",
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -130,12 +133,14 @@ def main() -> None:
     onednn = {True: "on", False: "off", None: "unknown"}[onednn_enabled()]
     print(f"oneDNN {onednn}, {devices.batch_shards('cpu', 32)} slices per batch of 32")
     if args.compare:
-        variants = {"as shipped": False, "whole batches (no slices; same threads)": True}
-        loops = {
-            name: build_loop(images, arrays.y_train, whole) for name, whole in variants.items()
+        variants = {
+            "as shipped": (False, False),
+            "Keras' Adam update (no fused kernel)": (True, False),
+            "whole batches (no slices; same threads)": (False, True),
         }
+        loops = {name: build_loop(images, arrays.y_train, *how) for name, how in variants.items()}
         return compare(loops, args.compare)
-    chunks = build_loop(images, arrays.y_train)
+    chunks = build_loop(images, arrays.y_train, keras_adam=False, whole_batches=False)
     start = time.perf_counter()
     chunks(20)
     step_us = (time.perf_counter() - start) / (20 * DEFAULT_STEPS_PER_EXECUTION) * 1e6

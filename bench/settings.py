@@ -36,6 +36,11 @@ class Variant(NamedTuple):
 
 VARIANTS: dict[str, Variant] = {
     "as shipped": Variant(),
+    "Keras' Adam update (no fused kernel)": Variant(
+        start=patched(
+            "import job.training.optimizer as o; o.fused_adam_kernel_works = lambda: False"
+        )
+    ),
     "whole batches (no slices; same threads)": Variant(
         start=patched("import job.training.devices as d; d.batch_shards = lambda used, batch: 1")
     ),

@@ -35,6 +35,7 @@ class Setup:
     distribution: dict
     strategy: object  # tf.distribute.Strategy
     shards: int
+    adam_update: str
     net: object  # keras.Model
     train_ds: object  # tf.data.Dataset
     val_ds: object | None
@@ -120,7 +121,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     one_device = distribution["mode"] == "none"
     with strategy.scope():
         net = model.get_model(x_fit.shape[1:])
-        adam = optimizer.make_optimizer(recipe, steps, t.epochs)
+        adam, adam_update = optimizer.make_optimizer(recipe, steps, t.epochs, fused=one_device)
         model.compile_model(net, adam, steps_per_execution=t.steps_per_execution, jit_compile=t.jit)
     return Setup(
         dataset=dataset,
@@ -128,6 +129,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         distribution=distribution,
         strategy=strategy,
         shards=devices.batch_shards(used, batch) if one_device else 1,
+        adam_update=adam_update,
         net=net,
         train_ds=train_ds,
         val_ds=val_ds,
@@ -174,6 +176,7 @@ def evaluate_and_report(config: JobConfig, setup: Setup, result, staging: Path) 
         distribution=setup.distribution,
         training={
             "batch_shards": setup.shards,
+            "adam_update": setup.adam_update,
             "recipe": recipe_named(t.recipe).settings_beyond_config(),
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,

@@ -15,7 +15,13 @@ from job.model import compile_model, get_model
 from job.training.devices import batch_shards
 from job.training.inputs import batches, make_dataset, random_shifts, split_validation
 from job.training.loop import Trainer, train_model
-from job.training.optimizer import make_optimizer
+from job.training.optimizer import (
+    FUSED_UPDATE,
+    KERAS_UPDATE,
+    fused_adam_kernel_works,
+    make_optimizer,
+    with_fused_adam_kernel,
+)
 from tests.conftest import make_arrays
 
 
@@ -97,12 +103,14 @@ def test_thread_settings(used, env, expected):
 
 
 def test_default_recipe_is_adam_with_defaults():
-    optimizer = make_optimizer(DEFAULT_RECIPE, steps_per_epoch=100, epochs=5)
+    optimizer, update = make_optimizer(DEFAULT_RECIPE, steps_per_epoch=100, epochs=5)
     defaults = keras.optimizers.Adam()
     assert type(optimizer) is keras.optimizers.Adam
     assert float(optimizer.learning_rate) == pytest.approx(0.001)
     for name in ("beta_1", "beta_2", "epsilon", "amsgrad", "weight_decay", "clipnorm"):
         assert getattr(optimizer, name) == getattr(defaults, name), name
+    assert update == FUSED_UPDATE
+    assert make_optimizer(DEFAULT_RECIPE, 100, 5, fused=False)[1] == KERAS_UPDATE
 
 
 def test_fast_recipe_settings():
@@ -110,12 +118,82 @@ def test_fast_recipe_settings():
     assert FAST_RECIPE.warmup_cosine and FAST_RECIPE.peak_learning_rate == 0.005
     assert FAST_RECIPE.translate_pixels == 2
     assert FAST_RECIPE.weight_decay == 0.05
-    assert make_optimizer(FAST_RECIPE, 100, 10).weight_decay == 0.05
+    assert make_optimizer(FAST_RECIPE, 100, 10)[0].weight_decay == 0.05
     assert DEFAULT_RECIPE.weight_decay is None  # the seed's Adam has none
 
 
+def _adam_twins(jit_compile="auto", **adam_args) -> list[keras.Model]:
+    """Keras' Adam update in the first twin, the fused kernel in the second."""
+    return _twins(
+        keras.optimizers.Adam(**adam_args),
+        with_fused_adam_kernel(keras.optimizers.Adam(**adam_args)),
+        jit_compile=jit_compile,
+    )
+
+
+@pytest.mark.parametrize(
+    "adam_args",
+    [
+        {},  # the default recipe: the seed's Adam
+        {"learning_rate": keras.optimizers.schedules.CosineDecay(0.005, 40), "weight_decay": 0.05},
+    ],
+)
+def test_the_fused_adam_kernel_takes_keras_adams_steps(adam_args):
+    images, labels = _small_set(96)
+    models = _adam_twins(**adam_args)
+    ops = []
+    for model in models:
+        step = tf.function(Trainer(model, tf.distribute.get_strategy()).replica_step)
+        for start in range(0, 96, 32):  # three steps: Adam's bias correction changes each
+            x, y = tf.constant(images[start : start + 32]), tf.constant(labels[start : start + 32])
+            step(x, y)
+        graph = step.get_concrete_function(x, y).graph
+        ops.append({op.type for op in graph.get_operations()})
+    assert "ResourceApplyAdam" not in ops[0] and "ResourceApplyAdam" in ops[1]
+    # Rounding apart (the kernel orders its float32 operations its own way): a wrong bias
+    # correction or a missed decay would be off by a good part of a step (lr 0.001-0.005).
+    _assert_same_weights(*models, rtol=1e-5, atol=1e-5)
+    assert int(models[1].optimizer.iterations) == 3
+
+
+@pytest.mark.parametrize("mode", ["jit", "mixed_float16"])
+def test_the_fused_adam_kernel_under_xla_and_mixed_precision(mode):
+    """The GPU options' code paths, run on the CPU: XLA compiles the kernel into the step;
+    under mixed precision Keras wraps the optimizer for loss scaling around it."""
+    images, labels = _small_set(64)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        if mode == "mixed_float16":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        keras_adam, fused = _adam_twins(jit_compile=mode == "jit")
+        for model in (keras_adam, fused):
+            loop = Trainer(model, tf.distribute.get_strategy())
+            iterator = loop.iterate(make_dataset(images, labels, 32))
+            loop._train_steps(iterator, tf.constant(2, tf.int64))
+        concrete = loop._train_steps.get_concrete_function(iterator, tf.constant(2, tf.int64))
+        graph_def = concrete.graph.as_graph_def()
+        ops = {node.op for fn in graph_def.library.function for node in fn.node_def}
+        assert "ResourceApplyAdam" in ops  # the fused model's step (the last built)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    # float16 forward passes differ from run to run in the last bits; a wrong update would
+    # differ by a whole step.
+    _assert_same_weights(keras_adam, fused, rtol=1e-3, atol=1e-4)
+    assert int(fused.optimizer.iterations) == 2
+
+
+def test_a_model_trained_with_the_fused_kernel_saves_a_plain_adam(tmp_path):
+    _, fused = _adam_twins()
+    images, labels = _small_set(32)
+    step = tf.function(Trainer(fused, tf.distribute.get_strategy()).replica_step)
+    step(tf.constant(images), tf.constant(labels))
+    fused.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert type(loaded.optimizer) is keras.optimizers.Adam  # loads without this project
+
+
 def test_fast_recipe_warms_up_then_decays():
-    optimizer = make_optimizer(FAST_RECIPE, steps_per_epoch=100, epochs=10)
+    optimizer, _ = make_optimizer(FAST_RECIPE, steps_per_epoch=100, epochs=10)
     schedule = optimizer._learning_rate
     rates = [float(schedule(step)) for step in (0, 50, 100, 500, 1000)]
     assert rates[0] < rates[1] < rates[2] == pytest.approx(FAST_RECIPE.peak_learning_rate)
@@ -186,6 +264,33 @@ def test_the_job_loop_matches_keras_fit(tmp_path):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         job_curve = [epoch[key] for epoch in result.history]
         assert job_curve == pytest.approx(fitted[key], rel=1e-4), key
+
+
+def test_the_fused_kernel_is_checked_and_keras_update_runs_when_it_does_not_fit(
+    monkeypatch, caplog
+):
+    apply_adam = tf.raw_ops.ResourceApplyAdam
+
+    def longer_step(**kwargs):  # internals that changed meaning: a step twice as long
+        return apply_adam(**{**kwargs, "lr": kwargs["lr"] * 2})
+
+    def changed_signature(**kwargs):  # internals that are gone or renamed
+        raise TypeError("ResourceApplyAdam() got an unexpected keyword argument 'm'")
+
+    fused_adam_kernel_works.cache_clear()
+    try:
+        assert fused_adam_kernel_works()  # this Keras: the internals are there and agree
+        for broken, logged in (
+            (longer_step, "differs from Keras'"),
+            (changed_signature, "TypeError"),
+        ):
+            fused_adam_kernel_works.cache_clear()
+            monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", broken)
+            optimizer, update = make_optimizer(DEFAULT_RECIPE, 100, 5)
+            assert update == KERAS_UPDATE and "update_step" not in vars(optimizer)
+            assert logged in caplog.text and "Keras' update runs" in caplog.text
+    finally:
+        fused_adam_kernel_works.cache_clear()
 
 
 def test_batch_shards_one_slice_per_inter_op_thread_on_cpu(monkeypatch):
