@@ -165,19 +165,21 @@ def test_slurm_workers_are_every_task_of_the_step_in_order():
     ]  # fmt: skip
 
 
-def test_slurm_host_list_without_tensorflows_private_parser(monkeypatch, tmp_path):
-    assert slurm.expand_hostlist("node[07-08],gpu1") == ["node07", "node08", "gpu1"]
-    # A TensorFlow without the parser: Slurm's own scontrol expands the list.
-    monkeypatch.setattr(slurm, "TF_SLURM_MODULE", "tensorflow.python.no_such_module")
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(JobError, match="cannot expand 'node"):
-        slurm.expand_hostlist("node[07-08]")
-    scontrol = tmp_path / "scontrol"
-    scontrol.write_text(
-        '#!/bin/sh\n[ "$1 $2 $3" = "show hostnames node[07-08]" ] && echo node07 && echo node08\n'
+@pytest.mark.parametrize(
+    "nodelist", ["node[07-08],gpu1", "a,b", "n[1,3-4]", "n[08-10]", "x[1-2],y[9-10],z", "c1"]
+)
+def test_slurm_host_list_is_expanded_as_tensorflows_own_parser_does(nodelist):
+    # TensorFlow's own (private) parser, where this TensorFlow still has it, as the reference.
+    tf_slurm = pytest.importorskip(
+        "tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver"
     )
-    scontrol.chmod(0o755)
-    assert slurm.expand_hostlist("node[07-08]") == ["node07", "node08"]
+    assert slurm.expand_hostlist(nodelist) == tf_slurm.expand_hostlist(nodelist)
+
+
+@pytest.mark.parametrize("nodelist", ["node[1-", "a,,b", "n[a-b]", ""])
+def test_slurm_host_list_not_in_slurms_format_is_refused(nodelist):
+    with pytest.raises(JobError, match="host list"):
+        slurm.expand_hostlist(nodelist)
 
 
 @pytest.mark.parametrize(

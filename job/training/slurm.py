@@ -10,10 +10,8 @@ derives its ports from the job and step.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
-import subprocess
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -21,9 +19,6 @@ import tensorflow as tf
 from job.errors import JobError
 
 log = logging.getLogger(__name__)
-
-# TensorFlow's Slurm resolver parses host lists, but not as a public API.
-TF_SLURM_MODULE = "tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver"
 
 PORT_BASE_VARIABLE = "MNIST_JOB_PORT_BASE"
 PORT_RANGE = (20000, 60000)  # derived ports fall here, clear of the usual service ports
@@ -38,23 +33,21 @@ def _slurm(env: Mapping[str, str], name: str) -> str:
 
 
 def expand_hostlist(nodelist: str) -> list[str]:
-    """Slurm's compressed host list (``node[07-08],gpu1``) as host names.
-
-    With TensorFlow's private parser, imported here so that only Slurm runs load it; where a
-    TensorFlow no longer has it, with Slurm's own ``scontrol show hostnames``.
-    """
-    try:
-        return importlib.import_module(TF_SLURM_MODULE).expand_hostlist(nodelist)
-    except (ImportError, AttributeError) as exc:
-        log.debug("TensorFlow's host list parser is gone (%s); asking scontrol", exc)
-    try:
-        done = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise JobError(f"multi-worker under Slurm: cannot expand {nodelist!r}: {exc}") from None
-    return done.stdout.split()
+    """Slurm's compressed host list (``node[07-08,10],gpu1``) as host names, zero padding
+    kept. (TensorFlow's Slurm resolver has a parser, but not as a public API.)"""
+    part = r"[^,\[\]]+(?:\[\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*\])?"
+    if not re.fullmatch(rf"{part}(?:,{part})*", nodelist):
+        raise JobError(f"multi-worker under Slurm: host list {nodelist!r} not understood")
+    hosts = []
+    for prefix, ranges in re.findall(r"([^,\[\]]+)(?:\[([^\]]+)\])?", nodelist):
+        if not ranges:
+            hosts.append(prefix)
+            continue
+        for item in ranges.split(","):
+            first, _, last = item.partition("-")
+            numbers = range(int(first), int(last or first) + 1)
+            hosts += [f"{prefix}{i:0{len(first)}d}" for i in numbers]
+    return hosts
 
 
 def expand_tasks_per_node(text: str) -> list[int]:
