@@ -208,7 +208,7 @@ bench-settings: data ## Compare the default recipe's speed under the settings th
 	$(BIN)/python bench/settings.py $(ARGS)
 
 .PHONY: bench-profile
-bench-profile: data ## Time per kernel of the default recipe's training step (ARGS=--keras-adam to compare)
+bench-profile: data ## Time per kernel of the default recipe's training step (ARGS="--compare 60": A/B of its mechanisms)
 	$(BIN)/python bench/profile.py $(ARGS)
 
 .PHONY: clean

@@ -20,7 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
+
+from job.cpu import cpu_description, onednn_enabled
+from job.export import contract as c
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (
@@ -34,9 +38,11 @@ DATA = (
 def seed_worker(epochs: int) -> dict:
     """The notebook's cells, as written: float64 arrays, model.fit at batch 32, and
     TensorFlow's own oneDNN choice (the job's default is not applied here)."""
+    # TensorFlow loads in the worker processes only: the driver and the job's worker stay
+    # light, so that each path's peak memory is its own.
+    import keras
     import numpy as np
 
-    from job.cpu import onednn_enabled
     from job.data import read_npz
     from job.model import get_model
 
@@ -47,8 +53,6 @@ def seed_worker(epochs: int) -> dict:
     model = get_model(train_images[0].shape)
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     seconds = []
-
-    import keras
 
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -103,11 +107,10 @@ def job_worker(args: list[str]) -> dict:
 
 def inference_figures(version_dir: Path) -> dict:
     """In-process latency and throughput of the exported serving_default signature."""
-    import numpy as np
+    import numpy as np  # in the worker (see seed_worker)
     import tensorflow as tf
 
     from job.data import read_npz
-    from job.export import contract as c
 
     serve = tf.saved_model.load(str(version_dir)).signatures[c.SIGNATURE_PIXELS]
     images = read_npz(DATA).x_test
@@ -158,17 +161,13 @@ def steady_epochs(seconds: list[float]) -> list[float]:
 
 def machine() -> str:
     """The lines that say where the figures came from: cores, CPU model, vector features."""
-    import tensorflow as tf
-
-    from job.cpu import cpu_description
-
     cpu = cpu_description()
     features = cpu["vector_features"]
     kind = "AVX-512" if any(f.startswith("avx512") for f in features) else "no AVX-512"
     kind += ", AMX" if any(f.startswith("amx") for f in features) else ", no AMX"
     return (
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}\n"
+        f"TensorFlow {metadata.version('tensorflow')}\n"
         f"cpu: {cpu['model']} ({kind}): {' '.join(features) or 'no vector features listed'}"
     )
 
@@ -183,7 +182,7 @@ def onednn_line(runs: dict[str, list[dict]]) -> str:
     return f"oneDNN: notebook {state(runs['seed'])} ({why}), job {state(runs['job'])}"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each path")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run")
@@ -200,24 +199,12 @@ def main() -> None:
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="*", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    if args.worker:
-        result = (
-            seed_worker(int(args.worker_args[0]))
-            if args.worker == "seed"
-            else job_worker(args.worker_args)
-        )
-        print(json.dumps(result))
-        return
-    if not DATA.exists():
-        sys.exit(f"{DATA} is missing: run `make data` first")
-    repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
-    if args.quick:
-        args.fast_runs = 1
-    print(machine())
-    print(f"training: {repeats} alternating runs of each path, {epochs} epochs, batch 32\n")
+    return parser.parse_args()
 
+
+def training_table(repeats: int, epochs: int) -> float:
+    """The notebook's path against the job's, alternating; returns the notebook's median
+    training seconds."""
     runs: dict[str, list[dict]] = {"seed": [], "job": []}
     for _ in range(repeats):
         runs["seed"].append(run_worker("seed", str(epochs)))
@@ -242,10 +229,12 @@ def main() -> None:
         )
     ratio = rows["job"]["examples/s"] / rows["seed"]["examples/s"]
     print(f"ratio (b)/(a) in examples per second: {ratio:.2f}x\n")
+    return statistics.median(sum(r["epoch_seconds"]) for r in runs["seed"])
 
-    # Seeds drawn afresh from the OS's randomness in every run, from 1000 up: never the
-    # seeds the recipe was tuned on (all under 1000).
-    seeds = args.fast_seeds or secrets.SystemRandom().sample(range(1000, 1_000_000), args.fast_runs)
+
+def fast_recipe(seeds: list[int], seed_time: float, epochs: int) -> dict:
+    """``--recipe fast`` at ``seeds``, against the notebook's training time; returns the
+    inference figures of the first run's export."""
     fast_runs = [
         run_worker(
             "job", "--recipe", "fast", "--seed", str(seed), *([] if i == 0 else ["--no-export"])
@@ -260,29 +249,50 @@ def main() -> None:
         )
     accuracies = [r["test_accuracy"] for r in fast_runs]
     fast_time = statistics.median(r["train_seconds"] for r in fast_runs)
-    seed_time = statistics.median(sum(r["epoch_seconds"]) for r in runs["seed"])
     print(
         f"  min {min(accuracies):.4f}, mean {statistics.mean(accuracies):.4f} test accuracy; "
         f"median training {fast_time:.1f} s = {fast_time / seed_time:.2f}x the notebook's "
         f"{epochs}-epoch training ({seed_time:.1f} s)"
     )
-    fast = fast_runs[0]
-    inference = fast["inference"]
-    print(
-        f"inference (exported SavedModel, serving_default, in process): one image p50 "
-        f"{inference['p50_ms']:.2f} ms, p99 {inference['p99_ms']:.2f} ms"
-    )
-    for batch, rate in inference["images_per_second"].items():
-        print(f"  batch {batch:>5}: {rate:>9.0f} images/s")
+    return fast_runs[0]["inference"]
 
-    if args.quick:
-        return
+
+def scaling_table() -> None:
     print("\nscaling (job, default recipe, second epoch):")
     print(f"{'train images':>13}{'s/epoch':>9}{'us/image':>10}")
     for limit in (7500, 15000, 30000, 60000):
         result = run_worker("job", "--limit", str(limit), "--epochs", "2", "--no-export")
         seconds = result["epoch_seconds"][-1]
         print(f"{limit:>13}{seconds:>9.2f}{seconds / limit * 1e6:>10.1f}")
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    if args.worker:
+        seed_run = args.worker == "seed"
+        result = seed_worker(int(args.worker_args[0])) if seed_run else job_worker(args.worker_args)
+        print(json.dumps(result))
+        return
+    if not DATA.exists():
+        sys.exit(f"{DATA} is missing: run `make data` first")
+    repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
+    print(machine())
+    print(f"training: {repeats} alternating runs of each path, {epochs} epochs, batch 32\n")
+    seed_time = training_table(repeats, epochs)
+    # Seeds drawn afresh from the OS's randomness in every run, from 1000 up: never the
+    # seeds the recipe was tuned on (all under 1000).
+    fast_runs = 1 if args.quick else args.fast_runs
+    seeds = args.fast_seeds or secrets.SystemRandom().sample(range(1000, 1_000_000), fast_runs)
+    inference = fast_recipe(seeds, seed_time, epochs)
+    print(
+        f"inference (exported SavedModel, serving_default, in process): one image p50 "
+        f"{inference['p50_ms']:.2f} ms, p99 {inference['p99_ms']:.2f} ms"
+    )
+    for batch, rate in inference["images_per_second"].items():
+        print(f"  batch {batch:>5}: {rate:>9.0f} images/s")
+    if not args.quick:
+        scaling_table()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from job.cpu import enable_onednn_by_default
+from job.export import contract as c
+
 # (recipe, batch size, extra options): the seed's batch and a large one, three precisions.
 BATCHES = {"default": (32, 1024), "fast": (128, 1024)}
 VARIANTS = {"fp32": [], "mixed": ["--mixed-precision"], "xla": ["--jit"]}
@@ -27,7 +30,7 @@ INFERENCE_BATCHES = (1, 32, 1024)
 
 
 def gpu_or_exit() -> None:
-    import tensorflow as tf
+    import tensorflow as tf  # only after main() asked for oneDNN: TensorFlow reads it as it loads
 
     if not tf.config.list_physical_devices("GPU"):
         print("bench-gpu: no GPU is visible to TensorFlow here; run it where one is "
@@ -55,9 +58,7 @@ def train(recipe: str, batch: int, options: list[str], epochs: int, out: Path) -
 def inference(export: str) -> dict[int, float]:
     """Images per second through serving_default, in process, per batch size."""
     import numpy as np
-    import tensorflow as tf
-
-    from job.export import contract as c
+    import tensorflow as tf  # see gpu_or_exit
 
     serve = tf.saved_model.load(export).signatures[c.SIGNATURE_PIXELS]
     rates = {}
@@ -77,8 +78,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training run")
     args = parser.parse_args()
-    from job.cpu import enable_onednn_by_default
-
     enable_onednn_by_default()  # as the job's CLI does, before TensorFlow loads
     gpu_or_exit()
     rows, export = [], None

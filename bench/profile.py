@@ -1,11 +1,14 @@
 """Where the default recipe's training step spends its time, op by op.
 
     .venv/bin/python bench/profile.py [--chunks 5]
+    .venv/bin/python bench/profile.py --compare 60   # no profile: A/B of the step's mechanisms
 
 Builds the job's own loop as ``python -m job train`` does (batch 32, the default recipe's
 optimizer, one slice per core, the job's steps per call), warms it up, times 20 calls, then
 records ``--chunks`` more with TensorFlow's profiler and prints the time of each kernel per
-step, summed over all threads (two threads busy for 1 µs count 2 µs). A script, not a test.
+step, summed over all threads (two threads busy for 1 µs count 2 µs). ``--compare``
+alternates the job's step with the step without one of its mechanisms, call by call in one
+process, so that a shared machine's load hits them alike. A script, not a test.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from job.config import DEFAULT_RECIPE, DEFAULT_STEPS_PER_EXECUTION
+from job.cpu import enable_onednn_by_default, onednn_enabled
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (
@@ -54,46 +61,26 @@ def is_kernel(name: str) -> bool:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=5, help="calls into TensorFlow traced")
-    parser.add_argument("--top", type=int, default=16, help="kernels listed")
-    parser.add_argument(
-        "--keras-adam",
-        action="store_true",
-        help="Keras' own Adam update_step instead of the fused kernel the job uses",
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from job.cpu import enable_onednn_by_default, onednn_enabled
-
-    enable_onednn_by_default()  # as the job's CLI does, before TensorFlow loads
+def build_loop(images, labels, keras_adam: bool, whole_batches: bool):
+    """The job's loop as ``python -m job train`` builds it, or with one mechanism taken out;
+    returns a function that runs ``count`` calls of the job's steps per call."""
+    # Imported here, after main() asked for oneDNN: TensorFlow reads that once, as it loads.
     import keras
     import tensorflow as tf
 
     from job import model
-    from job.config import DEFAULT_RECIPE, DEFAULT_STEPS_PER_EXECUTION
-    from job.data import add_channel_axis, read_npz, scale_mnist_data
     from job.training import devices, inputs, optimizer
     from job.training.loop import Trainer
 
-    chunk = DEFAULT_STEPS_PER_EXECUTION  # steps per call, as the job runs them
-    used = devices.select_device("cpu")
-    devices.configure_threads(used, os.environ)
-    arrays = read_npz(DATA)
-    images = add_channel_axis(scale_mnist_data(arrays.x_train, arrays.x_test)[0])
-    batch = DEFAULT_RECIPE.batch_size
-    train_ds = inputs.make_dataset(images, arrays.y_train, batch, shuffle_seed=1)
-    net = model.get_model(images.shape[1:])
+    batch, chunk = DEFAULT_RECIPE.batch_size, DEFAULT_STEPS_PER_EXECUTION
+    train_ds = inputs.make_dataset(images, labels, batch, shuffle_seed=1)
     steps_per_epoch = inputs.steps_per_epoch(len(images), batch)
+    adam, _ = optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs)
+    net = model.get_model(images.shape[1:])
     model.compile_model(
-        net,
-        optimizer=keras.optimizers.Adam()
-        if args.keras_adam
-        else optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs)[0],
-        steps_per_execution=chunk,
+        net, keras.optimizers.Adam() if keras_adam else adam, steps_per_execution=chunk
     )
-    shards = devices.batch_shards(used, batch)
+    shards = 1 if whole_batches else devices.batch_shards("cpu", batch)
     loop = Trainer(net, tf.distribute.get_strategy(), shards)
     iterator = loop.iterate(train_ds)
 
@@ -102,22 +89,69 @@ def main() -> None:
             loop._train_steps(iterator, tf.constant(chunk, tf.int64)).numpy()
 
     chunks(5)  # tracing and warm-up
+    return chunks
+
+
+def compare(variants: dict, rounds: int) -> None:
+    """Alternate the variants call by call, so that a shared machine's load hits them alike;
+    print the median time per step of each against the first."""
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, chunks in variants.items():
+            start = time.perf_counter()
+            chunks(1)
+            seconds[name].append((time.perf_counter() - start) / DEFAULT_STEPS_PER_EXECUTION)
+    base = statistics.median(next(iter(seconds.values())))
+    print(f"{'variant':<40}{'µs/step':>9}{'vs first':>10}  (median of {rounds} alternating calls)")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"{name:<40}{median * 1e6:>9.0f}{median / base:>9.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=5, help="calls into TensorFlow traced")
+    parser.add_argument("--top", type=int, default=16, help="kernels listed")
+    parser.add_argument(
+        "--compare",
+        type=int,
+        metavar="ROUNDS",
+        help="no profile: alternate the job's step with Keras' Adam update and with whole "
+        "batches, ROUNDS calls each, and print their times per step",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    enable_onednn_by_default()  # as the job's CLI does, before TensorFlow loads
+    import tensorflow as tf  # noqa: I001 - only now (see build_loop)
+
+    from job.data import add_channel_axis, read_npz, scale_mnist_data
+    from job.training import devices
+
+    devices.configure_threads(devices.select_device("cpu"), os.environ)
+    arrays = read_npz(DATA)
+    images = add_channel_axis(scale_mnist_data(arrays.x_train, arrays.x_test)[0])
+    onednn = {True: "on", False: "off", None: "unknown"}[onednn_enabled()]
+    print(f"oneDNN {onednn}, {devices.batch_shards('cpu', 32)} slices per batch of 32")
+    if args.compare:
+        variants = {
+            "as shipped": (False, False),
+            "Keras' Adam update (no fused kernel)": (True, False),
+            "whole batches (no slices; same threads)": (False, True),
+        }
+        loops = {name: build_loop(images, arrays.y_train, *how) for name, how in variants.items()}
+        return compare(loops, args.compare)
+    chunks = build_loop(images, arrays.y_train, keras_adam=False, whole_batches=False)
     start = time.perf_counter()
     chunks(20)
-    step_us = (time.perf_counter() - start) / (20 * chunk) * 1e6
-    adam = "Keras' Adam update" if args.keras_adam else "fused Adam kernel"
-    onednn = {True: "on", False: "off", None: "unknown"}[onednn_enabled()]
-    print(
-        f"batch {batch}, {shards} slices, {adam}, oneDNN {onednn}: "
-        f"{step_us:.0f} µs per step (wall, untraced)"
-    )
+    step_us = (time.perf_counter() - start) / (20 * DEFAULT_STEPS_PER_EXECUTION) * 1e6
+    print(f"{step_us:.0f} µs per step (wall, untraced)")
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         chunks(args.chunks)
         tf.profiler.experimental.stop()
         totals = kernel_times(logdir)
-    steps = args.chunks * chunk
-    kernels = {name: us / steps for name, us in totals.items() if is_kernel(name)}
+    kernels = {n: us / (args.chunks * DEFAULT_STEPS_PER_EXECUTION) for n, us in totals.items()}
+    kernels = {name: us for name, us in kernels.items() if is_kernel(name)}
     print(f"kernel time per step, all threads: {sum(kernels.values()):.0f} µs")
     print(f"{'kernel':<44}{'µs/step':>9}")
     for name, us in sorted(kernels.items(), key=lambda kv: -kv[1])[: args.top]:

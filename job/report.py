@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -17,10 +16,6 @@ from job.files import write_json_atomic
 
 SCHEMA_VERSION = 1
 REPORT_FILENAME = "metrics.json"
-
-
-def load_schema() -> dict:
-    return json.loads(resources.files("job").joinpath("schemas/metrics.schema.json").read_text())
 
 
 def environment(device_info: dict) -> dict:

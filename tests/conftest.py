@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -17,6 +18,11 @@ DEFAULT_CACHE = Path.home() / ".cache" / "mnist-job"
 DATA_DIR = Path(os.environ.setdefault("MNIST_JOB_CACHE_DIR", str(DEFAULT_CACHE)))
 # Tests that train in this process run TensorFlow's kernels as the job's CLI picks them.
 enable_onednn_by_default()
+
+
+def load_schema() -> dict:
+    """The report's JSON schema, which the tests apply to every report they make."""
+    return json.loads((REPO / "job" / "schemas" / "metrics.schema.json").read_text())
 
 
 def make_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict[str, np.ndarray]:

@@ -13,8 +13,7 @@ from click.testing import CliRunner
 
 from job import errors
 from job.cli import main
-from job.report import load_schema
-from tests.conftest import REPO
+from tests.conftest import REPO, load_schema
 
 pytestmark = pytest.mark.integration
 

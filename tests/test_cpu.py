@@ -94,3 +94,13 @@ def test_both_command_lines_ask_for_onednn_before_a_command_runs(monkeypatch, cl
     result = CliRunner().invoke(importlib.import_module(cli).main, [command, "--help"])
     assert result.exit_code == 0, result.output
     assert os.environ[cpu.ONEDNN_VARIABLE] == "1"
+
+
+def test_onednn_state_is_unknown_where_tensorflow_moved_its_private_check(monkeypatch):
+    from tensorflow.python.util import _pywrap_util_port as port  # what cpu.onednn_enabled asks
+
+    assert cpu.onednn_enabled() is bool(port.IsMklEnabled())
+    monkeypatch.delattr(port, "IsMklEnabled")
+    assert cpu.onednn_enabled() is None
+    monkeypatch.setitem(sys.modules, "tensorflow.python.util", None)  # the module is gone
+    assert cpu.onednn_enabled() is None

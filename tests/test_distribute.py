@@ -163,6 +163,35 @@ def test_slurm_workers_are_every_task_of_the_step_in_order():
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "nodelist", ["node[07-08],gpu1", "a,b", "n[1,3-4]", "n[08-10]", "x[1-2],y[9-10],z", "c1"]
+)
+def test_slurm_host_list_is_expanded_as_tensorflows_own_parser_does(nodelist):
+    # TensorFlow's own (private) parser, where this TensorFlow still has it, as the reference.
+    tf_slurm = pytest.importorskip(
+        "tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver"
+    )
+    assert slurm.expand_hostlist(nodelist) == tf_slurm.expand_hostlist(nodelist)
+
+
+@pytest.mark.parametrize("nodelist", ["node[1-", "a,,b", "n[a-b]", ""])
+def test_slurm_host_list_not_in_slurms_format_is_refused(nodelist):
+    with pytest.raises(JobError, match="host list"):
+        slurm.expand_hostlist(nodelist)
+
+
+@pytest.mark.parametrize(
+    ("text", "counts"), [("2(x2)", [2, 2]), ("3,1", [3, 1]), ("2(x3),1", [2, 2, 2, 1])]
+)
+def test_slurm_tasks_per_node(text, counts):
+    assert slurm.expand_tasks_per_node(text) == counts
+
+
+def test_slurm_tasks_per_node_refuses_what_slurm_never_writes():
+    with pytest.raises(JobError, match="tasks per node"):
+        slurm.expand_tasks_per_node("2(3)")
+
+
 def test_slurm_ports_differ_between_jobs_and_can_be_set():
     bases = {slurm.port_base({**SLURM_STEP, "SLURM_JOB_ID": str(j)}) for j in range(4242, 4342)}
     assert len(bases) == 100  # jobs side by side on a node never share ports

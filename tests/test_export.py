@@ -119,7 +119,7 @@ def test_failed_export_leaves_no_version_folder(trained_run, tmp_path, monkeypat
 
     model = load_trained_model(trained_run["run_dir"])
 
-    def crash(path, num_records=4):
+    def crash(path):
         raise OSError("disk full")
 
     monkeypatch.setattr(export, "write_warmup_requests", crash)

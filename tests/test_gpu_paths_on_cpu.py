@@ -15,13 +15,15 @@ from tests.conftest import REPO, free_port, make_arrays
 
 pytestmark = pytest.mark.integration
 
-# Splits the CPU into two logical devices before TensorFlow starts, then runs the CLI:
-# MirroredStrategy then has two replicas, as on a machine with two GPUs.
+# Splits the CPU into two logical devices before TensorFlow starts and mirrors over both,
+# then runs the CLI: MirroredStrategy has two replicas, as on a machine with two GPUs.
 TWO_CPU_DEVICES = """
-import sys
+import functools, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+tf.distribute.MirroredStrategy = functools.partial(tf.distribute.MirroredStrategy, cpus)
 from job.cli import main
 main(sys.argv[1:], prog_name="job")
 """

@@ -14,7 +14,8 @@ import pytest
 
 from job import files, rundir
 from job.errors import JobError, OutputError
-from job.report import REPORT_FILENAME, SCHEMA_VERSION, load_schema, read_report, write_report
+from job.report import REPORT_FILENAME, SCHEMA_VERSION, read_report, write_report
+from tests.conftest import load_schema
 
 # --------------------------------------------------------------------------- atomic writes
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from job.cli import main
-from job.report import load_schema
+from tests.conftest import load_schema
 
 pytestmark = pytest.mark.slow
 

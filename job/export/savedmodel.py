@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from job.errors import JobError, OutputError
 from job.export import contract as c
@@ -35,13 +36,11 @@ def op_error_reason(exc: tf.errors.OpError) -> str:
     return text.rsplit("; ", 1)[-1].strip()
 
 
-def write_warmup_requests(path: Path, num_records: int = 4) -> None:
+def write_warmup_requests(path: Path) -> None:
     """TFRecord of PredictionLog that TF Serving replays at load, so request one is not slow."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for batch in (1, 32)[: max(1, num_records)]:
+        for batch in (1, 32):
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=c.MODEL_NAME, signature_name=c.SIGNATURE_PIXELS)
             )

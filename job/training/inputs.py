@@ -44,34 +44,10 @@ def make_dataset(
     if translate_pixels and shuffle_seed is None:
         raise ValueError("random shifts need a shuffle seed (they are drawn from it)")
     images_t, labels_t = tf.constant(images), tf.constant(labels.astype(np.int64))
-    count = len(images)
     if shuffle_seed is None:
         ds = tf.data.Dataset.from_tensor_slices((images_t, labels_t)).batch(batch_size)
     else:
-
-        def one_epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(count, dtype=tf.int64),
-                seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)]),
-            )
-
-            def batch_at(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                idx = order[start : start + batch_size]
-                images = tf.gather(images_t, idx)
-                if translate_pixels:  # a seed of its own per batch: [epoch seed, 1 + start]
-                    seed = tf.stack([epoch_seed, start + 1])
-                    images = random_shifts(images, translate_pixels, seed)
-                return images, tf.gather(labels_t, idx)
-
-            return tf.data.Dataset.range(0, count, batch_size).map(
-                batch_at, num_parallel_calls=os.cpu_count() if translate_pixels else None
-            )
-
-        # Dataset.random re-randomizes on every iteration: one new seed per epoch.
-        epoch_seed = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
-        ds = epoch_seed.take(1).flat_map(one_epoch)
-        # flat_map hides the length; Keras wants it to size epochs without a warning.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(count, batch_size)))
+        ds = shuffled_batches(images_t, labels_t, batch_size, shuffle_seed, translate_pixels)
     options = tf.data.Options()
     # Each worker reads the whole index range and keeps every Nth batch: sharding by DATA
     # works on any source (there are no files to split by).
@@ -80,6 +56,36 @@ def make_dataset(
     # thread, which stalls the end of a run (docs/performance.md).
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(PREFETCH_BATCHES)
+
+
+def shuffled_batches(
+    images: tf.Tensor, labels: tf.Tensor, batch_size: int, seed: int, translate_pixels: int
+) -> tf.data.Dataset:
+    """Each pass draws an epoch seed, shuffles the index range with it and gathers each
+    batch from that order (shifted at random when ``translate_pixels``)."""
+    count = int(images.shape[0])
+
+    def one_epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)])
+        )
+
+        def batch_at(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            idx = order[start : start + batch_size]
+            batch = tf.gather(images, idx)
+            if translate_pixels:  # a seed of its own per batch: [epoch seed, 1 + start]
+                batch = random_shifts(batch, translate_pixels, tf.stack([epoch_seed, start + 1]))
+            return batch, tf.gather(labels, idx)
+
+        return tf.data.Dataset.range(0, count, batch_size).map(
+            batch_at, num_parallel_calls=os.cpu_count() if translate_pixels else None
+        )
+
+    # Dataset.random re-randomizes on every iteration: one new seed per epoch.
+    epoch_seed = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = epoch_seed.take(1).flat_map(one_epoch)
+    # flat_map hides the length; Keras wants it to size epochs without a warning.
+    return ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(count, batch_size)))
 
 
 def random_shifts(images: tf.Tensor, pixels: int, seed: tf.Tensor) -> tf.Tensor:

@@ -215,14 +215,8 @@ def train_model(
         verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
     epoch_log = EpochLog(work / HISTORY_FILENAME)
     backup = EpochBackup(run_dir / BACKUP_DIRNAME, work / BACKUP_DIRNAME)
-    guard = PreemptionGuard()
-    # EpochLog runs before the backup: a crash between the two re-runs the epoch and
-    # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
     # The summaries read the log's entry, so TensorBoard and the report agree.
-    callbacks: list[keras.callbacks.Callback] = [guard, epoch_log]
     summaries = EpochSummaries(run_dir / TENSORBOARD_DIRNAME, epoch_log) if chief else None
-    callbacks += [summaries] if summaries else []
-    callbacks.append(backup)
     with strategy.scope():  # optimizer variables are made under the strategy, for restore
         model.optimizer.build(model.trainable_variables)
     finished = backup.finished(model)
@@ -235,15 +229,11 @@ def train_model(
     else:
         if resumed_from:
             log.info("resuming after epoch %d from %s", resumed_from, backup.restore_dir)
-        guard.install()
-        started = time.perf_counter()
-        try:
-            Trainer(model, strategy, shards).fit(
-                train_ds, val_ds, epochs, resumed_from, callbacks, verbose
-            )
-        finally:
-            guard.uninstall()
-        seconds = time.perf_counter() - started
+        # EpochLog runs before the backup: a crash between the two re-runs the epoch and
+        # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
+        callbacks = [epoch_log, *([summaries] if summaries else []), backup]
+        trainer = Trainer(model, strategy, shards)
+        seconds = fit_guarded(trainer, train_ds, val_ds, epochs, resumed_from, callbacks, verbose)
         backup.save_finished(model, {"epochs_run": epochs, "seconds": seconds})
     if summaries:
         summaries.close()
@@ -251,3 +241,16 @@ def train_model(
         shutil.rmtree(work, ignore_errors=True)
         return TrainResult([], seconds, resumed_from, writes_outputs=False)
     return TrainResult(epoch_log.history(epochs), seconds, resumed_from)
+
+
+def fit_guarded(trainer: Trainer, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose):
+    """``trainer.fit``, stopped by SIGTERM at the next batch (Preempted, the last backup kept);
+    returns the seconds it took."""
+    guard = PreemptionGuard()
+    guard.install()
+    started = time.perf_counter()
+    try:
+        trainer.fit(train_ds, val_ds, epochs, initial_epoch, [guard, *callbacks], verbose)
+    finally:
+        guard.uninstall()
+    return time.perf_counter() - started

@@ -11,13 +11,10 @@ derives its ports from the job and step.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 import tensorflow as tf
-from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
-    expand_hostlist,
-    expand_tasks_per_node,
-)
 
 from job.errors import JobError
 
@@ -33,6 +30,35 @@ def _slurm(env: Mapping[str, str], name: str) -> str:
     if value is None:
         raise JobError(f"multi-worker under Slurm: {name} is not set (run the job with srun)")
     return value
+
+
+def expand_hostlist(nodelist: str) -> list[str]:
+    """Slurm's compressed host list (``node[07-08,10],gpu1``) as host names, zero padding
+    kept. (TensorFlow's Slurm resolver has a parser, but not as a public API.)"""
+    part = r"[^,\[\]]+(?:\[\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*\])?"
+    if not re.fullmatch(rf"{part}(?:,{part})*", nodelist):
+        raise JobError(f"multi-worker under Slurm: host list {nodelist!r} not understood")
+    hosts = []
+    for prefix, ranges in re.findall(r"([^,\[\]]+)(?:\[([^\]]+)\])?", nodelist):
+        if not ranges:
+            hosts.append(prefix)
+            continue
+        for item in ranges.split(","):
+            first, _, last = item.partition("-")
+            numbers = range(int(first), int(last or first) + 1)
+            hosts += [f"{prefix}{i:0{len(first)}d}" for i in numbers]
+    return hosts
+
+
+def expand_tasks_per_node(text: str) -> list[int]:
+    """Slurm's tasks per node (``2(x3),1``) as one count per node."""
+    counts = []
+    for part in text.split(","):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not match:
+            raise JobError(f"multi-worker under Slurm: tasks per node {text!r} not understood")
+        counts += [int(match[1])] * int(match[2] or 1)
+    return counts
 
 
 def port_base(env: Mapping[str, str]) -> int:

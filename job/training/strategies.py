@@ -46,10 +46,7 @@ def make_strategy(
     if resolved == "none":
         strategy = tf.distribute.get_strategy()
     elif resolved == "mirrored":
-        # Every GPU; without GPUs every logical CPU device (one, unless the process split
-        # the CPU into several, as the tests do to run this path without a GPU).
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        strategy = tf.distribute.MirroredStrategy()  # every GPU; without one, the CPU
     else:
         if cluster.cluster_size(cluster.tf_config(env).get("cluster", {})) >= 1:
             # TensorFlow's resolver reads TF_CONFIG itself: the variable the CLI captured.
