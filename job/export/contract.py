@@ -11,7 +11,7 @@ REST_PORT = 8501
 SIGNATURE_PIXELS = "serving_default"
 # The same with float32 pixels 0..255, for clients that cannot send uint8.
 SIGNATURE_PIXELS_FLOAT = "predict_float"
-# Encoded PNG or JPEG bytes [batch]; REST clients send {"b64": "..."}.
+# Encoded PNG, JPEG, GIF or BMP bytes [batch]; REST clients send {"b64": "..."}.
 SIGNATURE_IMAGE_BYTES = "predict_image"
 
 INPUT_PIXELS = "images"
@@ -23,9 +23,37 @@ OUTPUT_DIGIT = "digit"  # int64 [batch]
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 MAX_BATCH = 1024  # every signature refuses larger requests (InvalidArgument); split them
-# predict_image reads each image's size from its header and refuses larger images before
-# decoding them (InvalidArgument): a small file can claim a huge size. MNIST digits are 28x28.
-MAX_IMAGE_PIXELS = 4_000_000
+
+# The one pixel rule, for every signature, client and data check: whole numbers 0..255 (a NaN,
+# an infinity, -1, 256 or 0.5 is refused, never rounded or clipped).
+PIXEL_MAX = 255
+PIXEL_RULE = "pixels must be whole numbers 0..255 (no NaN, infinity or fraction)"
+
+
+def pixel_problem(pixels) -> str | None:
+    """What breaks the pixel rule in a NumPy array, or None (NaN fails every comparison)."""
+    if pixels.dtype.kind not in "fiu":
+        return f"dtype {pixels.dtype}; {PIXEL_RULE}"
+    if pixels.size and not (
+        pixels.min() >= 0 and pixels.max() <= PIXEL_MAX and (pixels % 1 == 0).all()
+    ):
+        return PIXEL_RULE
+    return None
+
+
+# predict_image takes only the formats whose size it reads from the header before decoding,
+# told apart by these leading bytes; anything else (JPEG XL, WebP, TIFF...) is refused unread.
+IMAGE_MAGIC = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff", "GIF": b"GIF8", "BMP": b"BM"}
+JPEG_END = b"\xff\xd9"  # a JPEG that does not end with it is truncated (refused)
+# Bounds on what one image and one request may cost, checked on the headers before anything is
+# decoded (InvalidArgument). A pass is a GIF frame or a JPEG scan: each costs a pass over the
+# image's pixels. The worst request within them costs under 1 s and 1.5 GB (docs/testing.md).
+MAX_IMAGE_PIXELS = 1024 * 1024  # width x height; MNIST digits are 28x28
+MAX_IMAGE_PASSES = 16
+MAX_REQUEST_PIXELS = 16 * 1024 * 1024  # the sum of width x height x passes over the request
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # encoded bytes per request
+# A PNG with a fully transparent pixel is read by its alpha channel, the ink of a digit drawn on
+# an HTML canvas (strokes in alpha, transparent background); every other image by its grey level.
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
 RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it

@@ -42,6 +42,12 @@ def _of_image_shape(images: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(images, [None, c.IMAGE_SIZE, c.IMAGE_SIZE])
 
 
+def _require(condition, *message) -> tf.Operation:
+    """InvalidArgument saying ``message`` (text and tensors) unless all of ``condition`` holds.
+    Never the assert_* family: it prints its inputs, bytes and all."""
+    return tf.debugging.Assert(tf.reduce_all(condition), list(message))
+
+
 def _unsigned(encoded: tf.Tensor, start: int, size: int, big_endian: bool) -> tf.Tensor:
     """The unsigned integer in bytes ``start``..``start + size`` of ``encoded``."""
     long_enough = tf.debugging.assert_greater_equal(
@@ -61,51 +67,163 @@ def _bmp_dimension(encoded: tf.Tensor, start: int) -> tf.Tensor:
     return tf.abs(signed)
 
 
+def _follow(step: tf.Tensor, *counts: tf.Tensor) -> list[tf.Tensor]:
+    """For every position of a chain (``step``: each position's next; an end steps to itself),
+    where its chain ends and each of ``counts`` summed up to there. Pointer doubling: log2 of
+    the longest chain rounds over the whole array, never one round per link."""
+
+    def double(moved, step, *counts):
+        ahead = tf.gather(step, step)
+        return [tf.reduce_any(ahead != step), ahead, *[n + tf.gather(n, step) for n in counts]]
+
+    done = tf.while_loop(lambda moved, *_: moved, double, [True, step, *counts])
+    return done[1:]
+
+
+def gif_frames(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """[frames, frames larger than the screen, 1 when the blocks end at the GIF trailer],
+    read by walking the GIF's blocks without decoding (the decoder allocates each frame at
+    the size its own descriptor states, whatever the screen size says)."""
+    data = tf.concat([tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int32), [0]], 0)
+    last = tf.size(data) - 1  # a zero past the end: every chain that runs off ends there
+    pos = tf.range(last + 1)
+
+    def at(index):
+        return tf.gather(data, tf.minimum(index, last))
+
+    # Data sub-blocks: a size byte and that many bytes, until a zero size.
+    sub_block_end = _follow(tf.where(data == 0, pos, tf.minimum(pos + data + 1, last)))[0]
+
+    def after_sub_blocks(index):
+        return tf.minimum(tf.gather(sub_block_end, tf.minimum(index, last)) + 1, last)
+
+    def colour_table(flags):  # 3 * 2^(size + 1) bytes when the flags' top bit is set
+        return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
+
+    # Blocks: 0x21 extension (label, sub-blocks), 0x2C frame (descriptor, optional colour
+    # table, LZW code size, sub-blocks); anything else ends the walk (0x3B, the trailer).
+    is_frame = data == 0x2C
+    next_block = tf.where(
+        data == 0x21,
+        after_sub_blocks(pos + 2),
+        tf.where(is_frame, after_sub_blocks(pos + 11 + colour_table(at(pos + 9))), pos),
+    )
+    too_large = is_frame & (
+        (at(pos + 5) + 256 * at(pos + 6) > tf.cast(width, tf.int32))
+        | (at(pos + 7) + 256 * at(pos + 8) > tf.cast(height, tf.int32))
+    )
+    end, frames, large = _follow(
+        next_block, tf.cast(is_frame, tf.int32), tf.cast(too_large, tf.int32)
+    )
+    first = tf.minimum(13 + colour_table(at(10)), last)
+    ends_well = tf.cast(at(end[first]) == 0x3B, tf.int32)
+    return tf.cast(tf.stack([frames[first], large[first], ends_well]), tf.int64)
+
+
 def image_header_size(encoded: tf.Tensor) -> tf.Tensor:
-    """[height, width] as the header of a PNG, JPEG, GIF or BMP states them, read without
-    decoding; [0, 0] for other bytes (which decode_image then refuses)."""
-    prefix = tf.strings.substr(encoded, 0, 8)
+    """[height, width, passes] of a PNG, JPEG, GIF or BMP, read without decoding: a pass is a
+    GIF frame or a JPEG scan, each a pass over the pixels. InvalidArgument for other bytes, a
+    GIF frame larger than its screen or a file cut before its end."""
+    magic = c.IMAGE_MAGIC
+
+    def starts(kind):
+        return tf.equal(tf.strings.substr(encoded, 0, len(magic[kind])), magic[kind])
 
     def png():
-        return tf.stack([_unsigned(encoded, 20, 4, True), _unsigned(encoded, 16, 4, True)])
+        return tf.stack([_unsigned(encoded, 20, 4, True), _unsigned(encoded, 16, 4, True), 1])
 
     def gif():
-        return tf.stack([_unsigned(encoded, 8, 2, False), _unsigned(encoded, 6, 2, False)])
+        height, width = _unsigned(encoded, 8, 2, False), _unsigned(encoded, 6, 2, False)
+        frames, too_large, ends_well = tf.unstack(gif_frames(encoded, height, width))
+        checks = [
+            _require(too_large == 0, "a GIF frame is larger than the GIF's screen"),
+            _require(ends_well == 1, "the GIF is cut before its end"),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.stack([height, width, frames])
 
     def bmp():
-        return tf.stack([_bmp_dimension(encoded, 22), _bmp_dimension(encoded, 18)])
+        return tf.stack([_bmp_dimension(encoded, 22), _bmp_dimension(encoded, 18), 1])
 
     def jpeg():
-        return tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)
+        end = tf.strings.substr(encoded, -2, 2)
+        whole = _require(tf.equal(end, c.JPEG_END), "the JPEG is cut before its end")
+        with tf.control_dependencies([whole]):
+            size = tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)
+        scans = tf.size(tf.strings.split(encoded, sep=b"\xff\xda"), tf.int64) - 1
+        return tf.concat([size, [scans]], 0)
+
+    def other():
+        refuse = _require(False, "not a PNG, JPEG, GIF or BMP image (JPEG XL, WebP... refused)")
+        with tf.control_dependencies([refuse]):
+            return tf.zeros([3], tf.int64)
 
     return tf.case(
-        [
-            (tf.equal(prefix, b"\x89PNG\r\n\x1a\n"), png),
-            (tf.equal(tf.strings.substr(prefix, 0, 3), b"GIF"), gif),
-            (tf.equal(tf.strings.substr(prefix, 0, 2), b"BM"), bmp),
-            (tf.io.is_jpeg(encoded), jpeg),
-        ],
-        default=lambda: tf.zeros([2], tf.int64),
+        [(starts(kind), branch) for kind, branch in zip(magic, [png, jpeg, gif, bmp], strict=True)],
+        default=other,
         exclusive=False,
     )
 
 
-def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
-    """PNG/JPEG/GIF/BMP bytes -> [28, 28] float32 grayscale 0..255; other sizes are resized.
+def _check_request(image_bytes: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+    """``image_bytes`` unchanged, or InvalidArgument when an image or the whole request is over
+    the contract's bounds (``sizes``: each image's [height, width, passes])."""
+    pixels = sizes[:, 0] * sizes[:, 1]
+    work = tf.reduce_sum(pixels * sizes[:, 2])
+    largest = f"image larger than {c.MAX_IMAGE_PIXELS} pixels; MNIST digits are 28x28"
+    checks = [
+        _require(pixels <= c.MAX_IMAGE_PIXELS, largest, tf.reduce_max(pixels)),
+        _require(
+            sizes[:, 2] <= c.MAX_IMAGE_PASSES,
+            f"image of more than {c.MAX_IMAGE_PASSES} GIF frames or JPEG scans",
+        ),
+        _require(
+            work <= c.MAX_REQUEST_PIXELS,
+            f"request over {c.MAX_REQUEST_PIXELS} pixels (each GIF frame and JPEG scan "
+            "counts); split it",
+            work,
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(image_bytes)
 
-    The size in the header is checked first: a few hundred bytes can claim an image that
-    needs gigabytes to decode.
-    """
-    height_width = image_header_size(encoded)
-    check = tf.debugging.assert_less_equal(
-        height_width[0] * height_width[1],
-        tf.constant(c.MAX_IMAGE_PIXELS, tf.int64),
-        message=f"image larger than {c.MAX_IMAGE_PIXELS} pixels; MNIST digits are 28x28",
+
+def _within_request_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
+    total = tf.reduce_sum(tf.cast(tf.strings.length(image_bytes), tf.int64))
+    check = _require(
+        total <= c.MAX_REQUEST_BYTES, f"request over {c.MAX_REQUEST_BYTES} bytes; split it", total
     )
     with tf.control_dependencies([check]):
-        # As RGB, then grey: TensorFlow refuses to decode a GIF to one channel.
-        image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-    image = tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)
+        return tf.identity(image_bytes)
+
+
+def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
+    """PNG/JPEG/GIF/BMP bytes, already checked by ``_check_request`` -> [28, 28] float32
+    grayscale 0..255; other sizes are resized. Each format has its own decoder:
+    ``decode_image`` would also decode formats whose size nobody checked."""
+    magic = c.IMAGE_MAGIC
+
+    def starts(kind):
+        return tf.equal(tf.strings.substr(encoded, 0, len(magic[kind])), magic[kind])
+
+    def png():
+        rgba = tf.io.decode_png(encoded, channels=4)
+        grey = tf.image.rgb_to_grayscale(tf.cast(rgba[..., :3], tf.float32))
+        alpha = tf.cast(rgba[..., 3:], tf.float32)
+        return tf.where(tf.reduce_any(alpha == 0), alpha, grey)  # the contract's alpha rule
+
+    def rgb(decoded):
+        return lambda: tf.image.rgb_to_grayscale(tf.cast(decoded(), tf.float32))
+
+    image = tf.case(
+        [
+            (starts("PNG"), png),
+            (starts("GIF"), rgb(lambda: tf.io.decode_gif(encoded)[0])),
+            (starts("BMP"), rgb(lambda: tf.io.decode_bmp(encoded, channels=3))),
+        ],
+        default=rgb(lambda: tf.io.decode_jpeg(encoded, channels=3)),
+        exclusive=False,
+    )
     size = tf.shape(image)[:2]
     image = tf.cond(
         tf.reduce_all(tf.equal(size, [c.IMAGE_SIZE, c.IMAGE_SIZE])),
@@ -113,6 +231,24 @@ def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
         lambda: tf.image.resize(image, [c.IMAGE_SIZE, c.IMAGE_SIZE], antialias=True),
     )
     return tf.ensure_shape(image[..., 0], [c.IMAGE_SIZE, c.IMAGE_SIZE])
+
+
+def decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
+    """A request's encoded images -> [batch, 28, 28] float32, every bound checked on the
+    headers of all of them before any is decoded."""
+    image_bytes = _within_request_bytes(_within_batch_limit(image_bytes))
+    sizes = tf.map_fn(image_header_size, image_bytes, fn_output_signature=tf.int64)
+    image_bytes = _check_request(image_bytes, tf.reshape(sizes, [-1, 3]))
+    return tf.map_fn(_decode_to_pixels, image_bytes, fn_output_signature=tf.float32)
+
+
+def _pixel_rule(images: tf.Tensor) -> tf.Tensor:
+    """``images`` unchanged, or InvalidArgument when a pixel breaks the contract's pixel rule
+    (NaN fails every comparison)."""
+    whole = (images >= 0) & (images <= c.PIXEL_MAX) & (images == tf.round(images))
+    check = _require(whole, c.PIXEL_RULE)
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
 
 
 def build_archive(model: keras.Model) -> keras.export.ExportArchive:
@@ -127,13 +263,11 @@ def build_archive(model: keras.Model) -> keras.export.ExportArchive:
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.float32, c.INPUT_PIXELS)])
     def serve_pixels_float(images):
-        return _classify(model, _within_batch_limit(_of_image_shape(images)))
+        return _classify(model, _pixel_rule(_within_batch_limit(_of_image_shape(images))))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, c.INPUT_IMAGE_BYTES)])
     def serve_image_bytes(image_bytes):
-        image_bytes = _within_batch_limit(image_bytes)
-        pixels = tf.map_fn(_decode_to_pixels, image_bytes, fn_output_signature=tf.float32)
-        return _classify(model, pixels)
+        return _classify(model, decode_images(image_bytes))
 
     archive.add_endpoint(c.SIGNATURE_PIXELS, serve_pixels)
     archive.add_endpoint(c.SIGNATURE_PIXELS_FLOAT, serve_pixels_float)
