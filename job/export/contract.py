@@ -52,6 +52,7 @@ MAX_IMAGE_PIXELS = 1024 * 1024  # width x height; MNIST digits are 28x28
 MAX_IMAGE_PASSES = 16
 MAX_REQUEST_PIXELS = 16 * 1024 * 1024  # the sum of width x height x passes over the request
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # encoded bytes per request
+MAX_REQUEST_GIF_BYTES = 1024 * 1024  # of them GIF: finding its frames reads every byte
 # A PNG with a fully transparent pixel is read by its alpha channel, the ink of a digit drawn on
 # an HTML canvas (strokes in alpha, transparent background); every other image by its grey level.
 

@@ -189,11 +189,15 @@ def _check_request(image_bytes: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
 
 
 def _within_request_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
-    total = tf.reduce_sum(tf.cast(tf.strings.length(image_bytes), tf.int64))
-    check = _require(
-        total <= c.MAX_REQUEST_BYTES, f"request over {c.MAX_REQUEST_BYTES} bytes; split it", total
-    )
-    with tf.control_dependencies([check]):
+    """``image_bytes`` unchanged, or InvalidArgument over the contract's bytes per request."""
+    sizes = tf.cast(tf.strings.length(image_bytes), tf.int64)
+    gif = tf.equal(tf.strings.substr(image_bytes, 0, 4), c.IMAGE_MAGIC["GIF"])
+    total, gifs = tf.reduce_sum(sizes), tf.reduce_sum(tf.where(gif, sizes, 0))
+    checks = [
+        _require(total <= c.MAX_REQUEST_BYTES, f"request over {c.MAX_REQUEST_BYTES} bytes"),
+        _require(gifs <= c.MAX_REQUEST_GIF_BYTES, f"over {c.MAX_REQUEST_GIF_BYTES} bytes of GIF"),
+    ]
+    with tf.control_dependencies(checks):
         return tf.identity(image_bytes)
 
 

@@ -35,6 +35,7 @@ class Answer:
     detail: str
     seconds: float
     rss_growth: float  # bytes of peak resident memory over the loaded model's, so far
+    cpu_seconds: float = 0.0  # the child's, all its threads
 
     @property
     def failed(self) -> bool:
@@ -61,6 +62,13 @@ def _vm_size() -> int:
     raise RuntimeError("no VmSize in /proc/self/status")
 
 
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -81,7 +89,7 @@ def _child(export_dir: str) -> None:
     png = io.BytesIO()
     Image.new("L", (28, 28)).save(png, "PNG")
     signatures[c.SIGNATURE_IMAGE_BYTES](image_bytes=tf.constant([png.getvalue()]))
-    loaded_rss = _peak_rss()
+    loaded_rss = _rss()
     cap = _vm_size() + ADDRESS_SPACE_HEADROOM
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     _send(answers, ("ready", loaded_rss))
@@ -90,7 +98,7 @@ def _child(export_dir: str) -> None:
         signature, value = request
         name = c.INPUT_IMAGE_BYTES if signature == c.SIGNATURE_IMAGE_BYTES else c.INPUT_PIXELS
         dtype = {c.SIGNATURE_PIXELS: tf.uint8, c.SIGNATURE_PIXELS_FLOAT: tf.float32}
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             out = signatures[signature](**{name: tf.constant(value, dtype.get(signature))})
             answer = ("ok", str(out[c.OUTPUT_DIGIT].numpy().tolist())[:200])
@@ -99,7 +107,8 @@ def _child(export_dir: str) -> None:
             answer = ("refused", (reason or exc.message.splitlines())[0][:300])
         except Exception as exc:  # noqa: BLE001 - everything else is what the fuzzer looks for
             answer = ("error", f"{type(exc).__name__}: {str(exc)[:300]}")
-        _send(answers, (*answer, time.perf_counter() - start, _peak_rss() - loaded_rss))
+        took = time.perf_counter() - start
+        _send(answers, (*answer, took, _peak_rss() - loaded_rss, time.process_time() - cpu))
 
 
 class Worker:
