@@ -55,6 +55,40 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024  # encoded bytes per request
 MAX_REQUEST_GIF_BYTES = 1024 * 1024  # of them GIF: finding its frames reads every byte
 # A PNG with a fully transparent pixel is read by its alpha channel, the ink of a digit drawn on
 # an HTML canvas (strokes in alpha, transparent background); every other image by its grey level.
+ALPHA_RULE = "a PNG with a fully transparent pixel is read by its alpha channel (canvas ink)"
+# The bounds above in words, for the model card: what is refused before anything is decoded.
+REFUSED = [
+    f"more than {MAX_BATCH} inputs in one request",
+    f"pixels (serving_default, predict_float) that break the rule: {PIXEL_RULE}",
+    "images other than PNG, JPEG, GIF or BMP (told by their first bytes), or cut short",
+    f"an image over {MAX_IMAGE_PIXELS:,} pixels or {MAX_IMAGE_PASSES} GIF frames or JPEG scans",
+    f"a request over {MAX_REQUEST_PIXELS:,} pixels (each frame and scan counted), "
+    f"{MAX_REQUEST_BYTES:,} bytes or {MAX_REQUEST_GIF_BYTES:,} bytes of GIF",
+]
+
+SIGNATURES = [
+    [SIGNATURE_PIXELS, f"{INPUT_PIXELS}: uint8 [batch, 28, 28], pixels 0..255"],
+    [SIGNATURE_PIXELS_FLOAT, f"{INPUT_PIXELS}: float32 [batch, 28, 28], pixels 0..255"],
+    [SIGNATURE_IMAGE_BYTES, f"{INPUT_IMAGE_BYTES}: string [batch], encoded PNG/JPEG/GIF/BMP"],
+]
+SIGNATURE_OUTPUTS = (
+    f"{OUTPUT_PROBABILITIES}: float32 [batch, {NUM_CLASSES}], {OUTPUT_DIGIT}: int64 [batch]"
+)
+
+
+def query_examples(version: str | None) -> str:
+    """How to ask TF Serving for this model: REST with curl (one blank image), and the
+    project's client over REST and gRPC."""
+    at = f"/versions/{version}" if version else ""
+    blank = "$(python3 -c 'print([[[0] * 28] * 28])')"
+    return (
+        f"curl -s http://localhost:{REST_PORT}/v1/models/{MODEL_NAME}{at}:predict \\\n"
+        f'  -d "{{\\"signature_name\\": \\"{SIGNATURE_PIXELS}\\", \\"instances\\": {blank}}}"\n'
+        f"python -m serving predict --rest http://localhost:{REST_PORT} digit.png"
+        + (f" --version {version}" if version else "")
+        + f"\npython -m serving predict --grpc localhost:{GRPC_PORT} --mnist-test 0:16"
+    )
+
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
 RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it

@@ -212,12 +212,13 @@ def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
 
     def png():
         rgba = tf.io.decode_png(encoded, channels=4)
-        grey = tf.image.rgb_to_grayscale(tf.cast(rgba[..., :3], tf.float32))
-        alpha = tf.cast(rgba[..., 3:], tf.float32)
-        return tf.where(tf.reduce_any(alpha == 0), alpha, grey)  # the contract's alpha rule
+        alpha = rgba[..., 3:]
+        grey = tf.image.rgb_to_grayscale(rgba[..., :3])  # uint8: rounded as Pillow rounds
+        transparent = tf.reduce_any(alpha == 0)  # the contract's rule: alpha is the ink
+        return tf.cast(tf.where(transparent, alpha, grey), tf.float32)
 
     def rgb(decoded):
-        return lambda: tf.image.rgb_to_grayscale(tf.cast(decoded(), tf.float32))
+        return lambda: tf.cast(tf.image.rgb_to_grayscale(decoded()), tf.float32)
 
     image = tf.case(
         [
@@ -255,10 +256,8 @@ def _pixel_rule(images: tf.Tensor) -> tf.Tensor:
         return tf.identity(images)
 
 
-def build_archive(model: keras.Model) -> keras.export.ExportArchive:
-    """The three serving signatures around ``model``."""
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+def serving_functions(model: keras.Model) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+    """The three serving signatures around ``model``, by name."""
     size = c.IMAGE_SIZE
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.uint8, c.INPUT_PIXELS)])
@@ -273,7 +272,17 @@ def build_archive(model: keras.Model) -> keras.export.ExportArchive:
     def serve_image_bytes(image_bytes):
         return _classify(model, decode_images(image_bytes))
 
-    archive.add_endpoint(c.SIGNATURE_PIXELS, serve_pixels)
-    archive.add_endpoint(c.SIGNATURE_PIXELS_FLOAT, serve_pixels_float)
-    archive.add_endpoint(c.SIGNATURE_IMAGE_BYTES, serve_image_bytes)
+    return {
+        c.SIGNATURE_PIXELS: serve_pixels,
+        c.SIGNATURE_PIXELS_FLOAT: serve_pixels_float,
+        c.SIGNATURE_IMAGE_BYTES: serve_image_bytes,
+    }
+
+
+def build_archive(model: keras.Model) -> keras.export.ExportArchive:
+    """The export archive: ``model`` and its serving signatures."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, function in serving_functions(model).items():
+        archive.add_endpoint(name, function)
     return archive

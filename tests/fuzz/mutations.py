@@ -77,7 +77,7 @@ def dimensions(draw, raw: bytearray) -> bytearray:
 def structure(draw, raw: bytearray) -> bytearray:
     """A length, frame or marker changed: PNG chunk lengths, GIF frames repeated, JPEG scans
     repeated or markers swapped."""
-    if raw.startswith(c.IMAGE_MAGIC["PNG"]):
+    if raw.startswith(c.IMAGE_MAGIC["PNG"]) and _png_chunks(bytes(raw)):
         chunks = _png_chunks(bytes(raw))
         value = draw(st.sampled_from(EDGES) | st.integers(0, 2**32 - 1))
         _put(raw, draw(st.sampled_from(chunks)), ">I", value)
