@@ -24,15 +24,19 @@ def _classify(model: keras.Model, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
     }
 
 
+def _checked(value: tf.Tensor, *rules: tuple) -> tf.Tensor:
+    """``value`` unchanged, or InvalidArgument with the message (text and tensors) of a rule
+    ``(condition, *message)`` that does not hold. Never the assert_* family: a failed one
+    prints its inputs, image bytes and all."""
+    checks = [tf.debugging.Assert(tf.reduce_all(rule[0]), list(rule[1:])) for rule in rules]
+    with tf.control_dependencies(checks):
+        return tf.identity(value)
+
+
 def _within_batch_limit(batch: tf.Tensor) -> tf.Tensor:
     """``batch`` unchanged, or InvalidArgument when it holds over MAX_BATCH inputs."""
-    check = tf.debugging.assert_less_equal(
-        tf.shape(batch, out_type=tf.int64)[0],
-        tf.constant(c.MAX_BATCH, tf.int64),
-        message=f"a request holds at most {c.MAX_BATCH} inputs; split it",
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(batch)
+    limit = f"a request holds at most {c.MAX_BATCH} inputs; split it"
+    return _checked(batch, (tf.shape(batch)[0] <= c.MAX_BATCH, limit))
 
 
 def _of_image_shape(images: tf.Tensor) -> tf.Tensor:
@@ -42,19 +46,11 @@ def _of_image_shape(images: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(images, [None, c.IMAGE_SIZE, c.IMAGE_SIZE])
 
 
-def _require(condition, *message) -> tf.Operation:
-    """InvalidArgument saying ``message`` (text and tensors) unless all of ``condition`` holds.
-    Never the assert_* family: it prints its inputs, bytes and all."""
-    return tf.debugging.Assert(tf.reduce_all(condition), list(message))
-
-
 def _unsigned(encoded: tf.Tensor, start: int, size: int, big_endian: bool) -> tf.Tensor:
     """The unsigned integer in bytes ``start``..``start + size`` of ``encoded``."""
-    long_enough = tf.debugging.assert_greater_equal(
-        tf.strings.length(encoded), start + size, message="image bytes end inside the header"
-    )
-    with tf.control_dependencies([long_enough]):
-        raw = tf.io.decode_raw(tf.strings.substr(encoded, start, size), tf.uint8)
+    long_enough = tf.strings.length(encoded) >= start + size
+    encoded = _checked(encoded, (long_enough, "image bytes end inside the header"))
+    raw = tf.io.decode_raw(tf.strings.substr(encoded, start, size), tf.uint8)
     weights = tf.constant([256**i for i in range(size)], tf.int64)
     if big_endian:
         weights = tf.reverse(weights, [0])
@@ -120,14 +116,16 @@ def gif_frames(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Te
     return tf.cast(tf.stack([frames[first], large[first], ends_well]), tf.int64)
 
 
+def _is(encoded: tf.Tensor, kind: str) -> tf.Tensor:
+    """Whether ``encoded`` starts with the contract's magic bytes of ``kind``."""
+    magic = c.IMAGE_MAGIC[kind]
+    return tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
+
+
 def image_header_size(encoded: tf.Tensor) -> tf.Tensor:
     """[height, width, passes] of a PNG, JPEG, GIF or BMP, read without decoding: a pass is a
     GIF frame or a JPEG scan, each a pass over the pixels. InvalidArgument for other bytes, a
     GIF frame larger than its screen or a file cut before its end."""
-    magic = c.IMAGE_MAGIC
-
-    def starts(kind):
-        return tf.equal(tf.strings.substr(encoded, 0, len(magic[kind])), magic[kind])
 
     def png():
         return tf.stack([_unsigned(encoded, 20, 4, True), _unsigned(encoded, 16, 4, True), 1])
@@ -135,31 +133,30 @@ def image_header_size(encoded: tf.Tensor) -> tf.Tensor:
     def gif():
         height, width = _unsigned(encoded, 8, 2, False), _unsigned(encoded, 6, 2, False)
         frames, too_large, ends_well = tf.unstack(gif_frames(encoded, height, width))
-        checks = [
-            _require(too_large == 0, "a GIF frame is larger than the GIF's screen"),
-            _require(ends_well == 1, "the GIF is cut before its end"),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.stack([height, width, frames])
+        return _checked(
+            tf.stack([height, width, frames]),
+            (too_large == 0, "a GIF frame is larger than the GIF's screen"),
+            (ends_well == 1, "the GIF is cut before its end"),
+        )
 
     def bmp():
         return tf.stack([_bmp_dimension(encoded, 22), _bmp_dimension(encoded, 18), 1])
 
     def jpeg():
-        end = tf.strings.substr(encoded, -2, 2)
-        whole = _require(tf.equal(end, c.JPEG_END), "the JPEG is cut before its end")
-        with tf.control_dependencies([whole]):
-            size = tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)
+        whole = tf.equal(tf.strings.substr(encoded, -2, 2), c.JPEG_END)
+        size = tf.io.extract_jpeg_shape(
+            _checked(encoded, (whole, "the JPEG is cut before its end"))
+        )
         scans = tf.size(tf.strings.split(encoded, sep=b"\xff\xda"), tf.int64) - 1
-        return tf.concat([size, [scans]], 0)
+        return tf.concat([tf.cast(size[:2], tf.int64), [scans]], 0)
 
     def other():
-        refuse = _require(False, "not a PNG, JPEG, GIF or BMP image (JPEG XL, WebP... refused)")
-        with tf.control_dependencies([refuse]):
-            return tf.zeros([3], tf.int64)
+        refused = "not a PNG, JPEG, GIF or BMP image (JPEG XL, WebP... are refused)"
+        return _checked(tf.zeros([3], tf.int64), (False, refused))
 
+    branches = {"PNG": png, "JPEG": jpeg, "GIF": gif, "BMP": bmp}
     return tf.case(
-        [(starts(kind), branch) for kind, branch in zip(magic, [png, jpeg, gif, bmp], strict=True)],
+        [(_is(encoded, kind), branch) for kind, branch in branches.items()],
         default=other,
         exclusive=False,
     )
@@ -171,44 +168,31 @@ def _check_request(image_bytes: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
     pixels = sizes[:, 0] * sizes[:, 1]
     work = tf.reduce_sum(pixels * sizes[:, 2])
     largest = f"image larger than {c.MAX_IMAGE_PIXELS} pixels; MNIST digits are 28x28"
-    checks = [
-        _require(pixels <= c.MAX_IMAGE_PIXELS, largest, tf.reduce_max(pixels)),
-        _require(
-            sizes[:, 2] <= c.MAX_IMAGE_PASSES,
-            f"image of more than {c.MAX_IMAGE_PASSES} GIF frames or JPEG scans",
-        ),
-        _require(
-            work <= c.MAX_REQUEST_PIXELS,
-            f"request over {c.MAX_REQUEST_PIXELS} pixels (each GIF frame and JPEG scan "
-            "counts); split it",
-            work,
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(image_bytes)
+    passes = f"image of more than {c.MAX_IMAGE_PASSES} GIF frames or JPEG scans"
+    request = f"request over {c.MAX_REQUEST_PIXELS} pixels (each frame and scan counts); split it"
+    return _checked(
+        image_bytes,
+        (pixels <= c.MAX_IMAGE_PIXELS, largest, tf.reduce_max(pixels)),
+        (sizes[:, 2] <= c.MAX_IMAGE_PASSES, passes),
+        (work <= c.MAX_REQUEST_PIXELS, request, work),
+    )
 
 
 def _within_request_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
     """``image_bytes`` unchanged, or InvalidArgument over the contract's bytes per request."""
     sizes = tf.cast(tf.strings.length(image_bytes), tf.int64)
-    gif = tf.equal(tf.strings.substr(image_bytes, 0, 4), c.IMAGE_MAGIC["GIF"])
-    total, gifs = tf.reduce_sum(sizes), tf.reduce_sum(tf.where(gif, sizes, 0))
-    checks = [
-        _require(total <= c.MAX_REQUEST_BYTES, f"request over {c.MAX_REQUEST_BYTES} bytes"),
-        _require(gifs <= c.MAX_REQUEST_GIF_BYTES, f"over {c.MAX_REQUEST_GIF_BYTES} bytes of GIF"),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(image_bytes)
+    total, gifs = tf.reduce_sum(sizes), tf.reduce_sum(tf.where(_is(image_bytes, "GIF"), sizes, 0))
+    return _checked(
+        image_bytes,
+        (total <= c.MAX_REQUEST_BYTES, f"request over {c.MAX_REQUEST_BYTES} bytes"),
+        (gifs <= c.MAX_REQUEST_GIF_BYTES, f"over {c.MAX_REQUEST_GIF_BYTES} bytes of GIF"),
+    )
 
 
 def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
     """PNG/JPEG/GIF/BMP bytes, already checked by ``_check_request`` -> [28, 28] float32
     grayscale 0..255; other sizes are resized. Each format has its own decoder:
     ``decode_image`` would also decode formats whose size nobody checked."""
-    magic = c.IMAGE_MAGIC
-
-    def starts(kind):
-        return tf.equal(tf.strings.substr(encoded, 0, len(magic[kind])), magic[kind])
 
     def png():
         rgba = tf.io.decode_png(encoded, channels=4)
@@ -222,9 +206,9 @@ def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
 
     image = tf.case(
         [
-            (starts("PNG"), png),
-            (starts("GIF"), rgb(lambda: tf.io.decode_gif(encoded)[0])),
-            (starts("BMP"), rgb(lambda: tf.io.decode_bmp(encoded, channels=3))),
+            (_is(encoded, "PNG"), png),
+            (_is(encoded, "GIF"), rgb(lambda: tf.io.decode_gif(encoded)[0])),
+            (_is(encoded, "BMP"), rgb(lambda: tf.io.decode_bmp(encoded, channels=3))),
         ],
         default=rgb(lambda: tf.io.decode_jpeg(encoded, channels=3)),
         exclusive=False,
@@ -251,9 +235,7 @@ def _pixel_rule(images: tf.Tensor) -> tf.Tensor:
     """``images`` unchanged, or InvalidArgument when a pixel breaks the contract's pixel rule
     (NaN fails every comparison)."""
     whole = (images >= 0) & (images <= c.PIXEL_MAX) & (images == tf.round(images))
-    check = _require(whole, c.PIXEL_RULE)
-    with tf.control_dependencies([check]):
-        return tf.identity(images)
+    return _checked(images, (whole, c.PIXEL_RULE))
 
 
 def serving_functions(model: keras.Model) -> dict[str, tf.types.experimental.PolymorphicFunction]:
