@@ -94,6 +94,10 @@ test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster t
 	@sinfo -h >/dev/null 2>&1 || { echo "make test-slurm: no Slurm cluster answers sinfo here"; exit 2; }
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
 
+.PHONY: fuzz
+fuzz: $(INSTALLED) ## Fuzz the three serving signatures of a new export, oneDNN on and off (MINUTES=30 each; ARGS="--export DIR")
+	$(BIN)/python -m tests.fuzz.run --minutes $(or $(MINUTES),30) $(ARGS)
+
 .PHONY: mutants
 mutants: data $(MUTANTS_INSTALLED) ## Mutation testing of the modules that guard data, outputs and the gate (~25 min)
 	$(BIN)/python tests/mutants.py $(ARGS)
