@@ -42,18 +42,20 @@ def check(*sizes: list[int]) -> None:
 
 
 def test_the_bounds_per_image_and_per_request_at_their_edges():
-    assert c.MAX_IMAGE_PIXELS == 1024 * 1024 and c.MAX_REQUEST_PIXELS == 16 * c.MAX_IMAGE_PIXELS
+    assert c.MAX_IMAGE_PIXELS == 1024 * 1024 and c.MAX_REQUEST_PIXELS == 8 * c.MAX_IMAGE_PIXELS
     check([1024, 1024, 1], [28, 28, c.MAX_IMAGE_PASSES])
-    check(*[[1024, 1024, 1]] * 16)
-    check([1024, 1024, 16])
+    check(*[[1024, 1024, 1]] * 8)
+    check([1024, 1024, 8])
     with pytest.raises(REFUSED, match="image larger than 1048576 pixels"):
         check([1025, 1024, 1])
     with pytest.raises(REFUSED, match="image larger than 1048576 pixels"):
         check([1, c.MAX_IMAGE_PIXELS + 1, 1])
     with pytest.raises(REFUSED, match="image of more than 16 GIF frames or JPEG scans"):
         check([28, 28, c.MAX_IMAGE_PASSES + 1])
-    with pytest.raises(REFUSED, match="request over 16777216 pixels"):
-        check(*[[1024, 1024, 1]] * 16, [1, 1, 1])
+    with pytest.raises(REFUSED, match="request over 8388608 pixels"):
+        check(*[[1024, 1024, 1]] * 8, [1, 1, 1])
+    with pytest.raises(REFUSED, match="request over 8388608 pixels"):
+        check([1024, 1024, 9])
 
 
 def test_the_bytes_per_request_at_their_edges():
@@ -63,7 +65,7 @@ def test_the_bytes_per_request_at_their_edges():
         _within_request_bytes(tf.constant([b"x" * half, b"y" * (half + 1)]))
     gif = c.IMAGE_MAGIC["GIF"]
     _within_request_bytes(tf.constant([gif * (c.MAX_REQUEST_GIF_BYTES // 4), b"x" * 100]))
-    with pytest.raises(REFUSED, match="over 1048576 bytes of GIF"):
+    with pytest.raises(REFUSED, match="over 524288 bytes of GIF"):
         _within_request_bytes(tf.constant([gif * (c.MAX_REQUEST_GIF_BYTES // 4), gif]))
 
 
@@ -221,9 +223,9 @@ def test_what_the_fuzz_campaign_found_is_refused(worker, name):
 
 
 def test_1024_images_over_the_request_bound_are_refused_and_at_it_answered(worker):
-    over = worker.ask(c.SIGNATURE_IMAGE_BYTES, [png(128, 129)] * c.MAX_BATCH)
-    assert over.status == "refused" and "request over 16777216 pixels" in over.detail
-    edge = worker.ask(c.SIGNATURE_IMAGE_BYTES, [png(128, 128)] * c.MAX_BATCH)
+    over = worker.ask(c.SIGNATURE_IMAGE_BYTES, [png(128, 65)] * c.MAX_BATCH)
+    assert over.status == "refused" and "request over 8388608 pixels" in over.detail
+    edge = worker.ask(c.SIGNATURE_IMAGE_BYTES, [png(128, 64)] * c.MAX_BATCH)  # 8388608
     assert edge.status == "ok", edge
 
 

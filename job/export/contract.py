@@ -50,9 +50,9 @@ JPEG_END = b"\xff\xd9"  # a JPEG that does not end with it is truncated (refused
 # image's pixels. The worst request within them costs under 1 s and 1.5 GB (docs/testing.md).
 MAX_IMAGE_PIXELS = 1024 * 1024  # width x height; MNIST digits are 28x28
 MAX_IMAGE_PASSES = 16
-MAX_REQUEST_PIXELS = 16 * 1024 * 1024  # the sum of width x height x passes over the request
+MAX_REQUEST_PIXELS = 8 * 1024 * 1024  # the sum of width x height x passes over the request
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # encoded bytes per request
-MAX_REQUEST_GIF_BYTES = 1024 * 1024  # of them GIF: finding its frames reads every byte
+MAX_REQUEST_GIF_BYTES = 512 * 1024  # of them GIF: finding its frames reads every byte
 # A PNG with a fully transparent pixel is read by its alpha channel, the ink of a digit drawn on
 # an HTML canvas (strokes in alpha, transparent background); every other image by its grey level.
 ALPHA_RULE = "a PNG with a fully transparent pixel is read by its alpha channel (canvas ink)"

@@ -8,13 +8,14 @@ resident memory over the loaded model's (ru_maxrss). Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from job.export import contract as c
-from tests.fuzz.images import animated_gif, encode
+from tests.fuzz.images import animated_gif, digit, encode
 from tests.fuzz.worker import Worker, make_export
 
 SIDE = 1024  # MAX_IMAGE_PIXELS = SIDE x SIDE
@@ -42,9 +43,13 @@ def candidates() -> dict[str, list[bytes]]:
     gif_side = 1
     while len(encode(noise(gif_side + 8, gif_side + 8), "GIF")) <= c.MAX_REQUEST_GIF_BYTES:
         gif_side += 8
+    passes = math.isqrt(c.MAX_REQUEST_PIXELS // c.MAX_IMAGE_PASSES)  # the most passes fill it
+    gif = encode(noise(gif_side, gif_side), "GIF")
+    small_png = encode(noise(small, small, 0, 16), "PNG")
+    mixed = (c.MAX_REQUEST_PIXELS - gif_side**2) // small**2  # fill the request's pixels
     return {
         f"{c.MAX_BATCH} PNG 28x28": [encode(noise(28, 28, i), "PNG") for i in range(c.MAX_BATCH)],
-        f"{c.MAX_BATCH} GIF 28x28": [encode(noise(28, 28, i), "GIF") for i in range(c.MAX_BATCH)],
+        f"{c.MAX_BATCH} GIF 28x28": [encode(digit(), "GIF")] * c.MAX_BATCH,
         f"{c.MAX_BATCH} JPEG 28x28": [encode(noise(28, 28, i), "JPEG") for i in range(c.MAX_BATCH)],
         f"{c.MAX_BATCH} PNG {small}x{small}": [
             encode(noise(small, small, i, 16), "PNG") for i in range(c.MAX_BATCH)
@@ -55,13 +60,14 @@ def candidates() -> dict[str, list[bytes]]:
         f"{per_request} JPEG {SIDE}x{SIDE}": [
             encode(noise(SIDE, SIDE, i, 4), "JPEG") for i in range(per_request)
         ],
-        f"1 JPEG {SIDE}x{SIDE}, {c.MAX_IMAGE_PASSES} scans": [
-            progressive_jpeg(SIDE, SIDE, c.MAX_IMAGE_PASSES)
+        f"1 JPEG {passes}x{passes}, {c.MAX_IMAGE_PASSES} scans": [
+            progressive_jpeg(passes, passes, c.MAX_IMAGE_PASSES)
         ],
-        f"1 GIF {SIDE}x{SIDE}, {c.MAX_IMAGE_PASSES} frames": [
-            animated_gif(c.MAX_IMAGE_PASSES, (SIDE, SIDE))
+        f"1 GIF {passes}x{passes}, {c.MAX_IMAGE_PASSES} frames": [
+            animated_gif(c.MAX_IMAGE_PASSES, (passes, passes))
         ],
-        f"1 GIF {gif_side}x{gif_side} of noise": [encode(noise(gif_side, gif_side), "GIF")],
+        f"1 GIF {gif_side}x{gif_side} of noise": [gif],
+        f"{mixed} PNG {small}x{small} and that GIF": [*[small_png] * mixed, gif],
     }
 
 
