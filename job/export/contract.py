@@ -59,7 +59,7 @@ ALPHA_RULE = "a PNG with a fully transparent pixel is read by its alpha channel 
 # The bounds above in words, for the model card: what is refused before anything is decoded.
 REFUSED = [
     f"more than {MAX_BATCH} inputs in one request",
-    f"pixels (serving_default, predict_float) that break the rule: {PIXEL_RULE}",
+    f"float pixels (predict_float) that break the rule: {PIXEL_RULE}",
     "images other than PNG, JPEG, GIF or BMP (told by their first bytes), or cut short",
     f"an image over {MAX_IMAGE_PIXELS:,} pixels or {MAX_IMAGE_PASSES} GIF frames or JPEG scans",
     f"a request over {MAX_REQUEST_PIXELS:,} pixels (each frame and scan counted), "

@@ -22,6 +22,7 @@ from job.files import write_atomic, write_json_atomic
 CARD_MARKDOWN = "model_card.md"  # under assets.extra/
 CARD_JSON = "model_card.json"
 CARD_SCHEMA = "mnist-job/model-card/1"
+DATA_FIELDS = ("source", "sha256", "canonical_mnist", "train_examples", "validation_examples")
 
 INPUT = (
     "one handwritten digit 0-9 as a 28x28 grayscale image, centred by its centre of mass in "
@@ -101,11 +102,7 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
             "input": INPUT,
             "out_of_scope": OUT_OF_SCOPE,
         },
-        "training_data": {
-            key: data.get(key)
-            for key in ("source", "sha256", "canonical_mnist", "train_examples")
-            + ("validation_examples",)
-        },
+        "training_data": {key: data.get(key) for key in DATA_FIELDS},
         "evaluation": {
             "data": f"{data.get('test_examples', 'the')} test images of the training data's "
             "source (MNIST's are by writers not in its training set)",
