@@ -61,8 +61,8 @@ def read_image_bytes(path: Path) -> bytes:
         raise ServingError(
             f"{path}: not a readable PNG, JPEG, GIF or BMP image (it begins {raw[:8]!r})"
         )
-    if kind == "JPEG" and not raw.endswith(c.JPEG_END):
-        raise ServingError(f"{path}: the JPEG is cut before its end")
+    if not raw.endswith(c.IMAGE_END.get(kind, b"")):
+        raise ServingError(f"{path}: the {kind} is cut before its end")
     try:
         with Image.open(io.BytesIO(raw)) as image:
             width, height = image.size

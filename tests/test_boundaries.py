@@ -412,11 +412,14 @@ def test_client_refuses_formats_the_model_cannot_decode(tmp_path):
         inputs.read_image_bytes(text)
 
 
-def test_client_refuses_a_cut_jpeg_as_the_model_does(tmp_path):
-    path = tmp_path / "cut.jpg"
-    path.write_bytes(images.truncated_progressive_jpeg())
+def test_client_refuses_a_cut_jpeg_or_gif_as_the_model_does(tmp_path):
+    jpeg, gif = tmp_path / "cut.jpg", tmp_path / "cut.gif"
+    jpeg.write_bytes(images.truncated_progressive_jpeg())
+    gif.write_bytes(images.encode(images.digit(), "GIF")[:-1])
     with pytest.raises(ServingError, match="cut.jpg: the JPEG is cut before its end$"):
-        inputs.read_image_bytes(path)
+        inputs.read_image_bytes(jpeg)
+    with pytest.raises(ServingError, match="cut.gif: the GIF is cut before its end$"):
+        inputs.read_image_bytes(gif)
 
 
 def test_client_reads_a_canvas_digit_by_its_alpha_as_the_model_does(tmp_path):

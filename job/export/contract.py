@@ -44,7 +44,7 @@ def pixel_problem(pixels) -> str | None:
 # predict_image takes only the formats whose size it reads from the header before decoding,
 # told apart by these leading bytes; anything else (JPEG XL, WebP, TIFF...) is refused unread.
 IMAGE_MAGIC = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff", "GIF": b"GIF8", "BMP": b"BM"}
-JPEG_END = b"\xff\xd9"  # a JPEG that does not end with it is truncated (refused)
+IMAGE_END = {"JPEG": b"\xff\xd9", "GIF": b";"}  # a file that does not end so is cut short
 # Bounds on what one image and one request may cost, checked on the headers before anything is
 # decoded (InvalidArgument). A pass is a GIF frame or a JPEG scan: each costs a pass over the
 # image's pixels. The worst request within them costs under 1 s and 1.5 GB (docs/testing.md).

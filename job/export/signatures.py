@@ -77,7 +77,7 @@ def _follow(step: tf.Tensor, *counts: tf.Tensor) -> list[tf.Tensor]:
 
 
 def gif_frames(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """[frames, frames larger than the screen, 1 when the blocks end at the GIF trailer],
+    """[frames, frames larger than the screen, 1 when the blocks end at the trailer],
     read by walking the GIF's blocks without decoding (the decoder allocates each frame at
     the size its own descriptor states, whatever the screen size says)."""
     data = tf.concat([tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int32), [0]], 0)
@@ -112,7 +112,7 @@ def gif_frames(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Te
         next_block, tf.cast(is_frame, tf.int32), tf.cast(too_large, tf.int32)
     )
     first = tf.minimum(13 + colour_table(at(10)), last)
-    ends_well = tf.cast(at(end[first]) == 0x3B, tf.int32)
+    ends_well = tf.cast(at(end[first]) == 0x3B, tf.int32)  # the trailer
     return tf.cast(tf.stack([frames[first], large[first], ends_well]), tf.int64)
 
 
@@ -132,18 +132,20 @@ def image_header_size(encoded: tf.Tensor) -> tf.Tensor:
 
     def gif():
         height, width = _unsigned(encoded, 8, 2, False), _unsigned(encoded, 6, 2, False)
-        frames, too_large, ends_well = tf.unstack(gif_frames(encoded, height, width))
+        frames, too_large, trailer = tf.unstack(gif_frames(encoded, height, width))
+        last_byte = tf.strings.substr(encoded, -1, 1)
+        ends_well = (trailer == 1) & tf.equal(last_byte, c.IMAGE_END["GIF"])
         return _checked(
             tf.stack([height, width, frames]),
             (too_large == 0, "a GIF frame is larger than the GIF's screen"),
-            (ends_well == 1, "the GIF is cut before its end"),
+            (ends_well, "the GIF is cut before its end"),
         )
 
     def bmp():
         return tf.stack([_bmp_dimension(encoded, 22), _bmp_dimension(encoded, 18), 1])
 
     def jpeg():
-        whole = tf.equal(tf.strings.substr(encoded, -2, 2), c.JPEG_END)
+        whole = tf.equal(tf.strings.substr(encoded, -2, 2), c.IMAGE_END["JPEG"])
         size = tf.io.extract_jpeg_shape(
             _checked(encoded, (whole, "the JPEG is cut before its end"))
         )
