@@ -51,6 +51,7 @@ def candidates() -> dict[str, list[bytes]]:
         f"{c.MAX_BATCH} PNG 28x28": [encode(noise(28, 28, i), "PNG") for i in range(c.MAX_BATCH)],
         f"{c.MAX_BATCH} GIF 28x28": [encode(digit(), "GIF")] * c.MAX_BATCH,
         f"{c.MAX_BATCH} JPEG 28x28": [encode(noise(28, 28, i), "JPEG") for i in range(c.MAX_BATCH)],
+        f"{c.MAX_BATCH} BMP 28x28": [encode(noise(28, 28, i), "BMP") for i in range(c.MAX_BATCH)],
         f"{c.MAX_BATCH} PNG {small}x{small}": [
             encode(noise(small, small, i, 16), "PNG") for i in range(c.MAX_BATCH)
         ],
