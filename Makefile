@@ -113,6 +113,10 @@ test-slurm: data ## The cluster tier: deploy/slurm.sbatch on the Slurm cluster t
 test-serving-compat: data $(TF220_VENV)/.installed ## The export on TensorFlow 2.20 (the fallback serving tag) answers exactly as on 2.21
 	$(BIN)/python -m pytest -m compat tests/test_serving_compat.py $(PYTEST_ARGS)
 
+.PHONY: fuzz
+fuzz: $(INSTALLED) ## Fuzz the three serving signatures of a new export, oneDNN on and off (MINUTES=30 each; ARGS="--export DIR")
+	$(BIN)/python -m tests.fuzz.run --minutes $(or $(MINUTES),30) $(ARGS)
+
 .PHONY: mutants
 mutants: data $(MUTANTS_INSTALLED) ## Mutation testing of the modules that guard data, outputs and the gate (~25 min)
 	$(BIN)/python tests/mutants.py $(ARGS)

@@ -18,6 +18,7 @@ from string import Template
 import pandas as pd
 
 from job.export import contract as c
+from job.export.contract import SIGNATURE_OUTPUTS, SIGNATURES, query_examples
 from job.files import write_atomic
 
 PAGE_FILENAME = "report.html"
@@ -137,30 +138,6 @@ def duration(seconds) -> str:
         return MISSING
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
-
-
-def query_examples(version: str | None) -> str:
-    """How to ask TF Serving for this model: REST with curl (one blank image), and the
-    project's client over REST and gRPC."""
-    at = f"/versions/{version}" if version else ""
-    blank = "$(python3 -c 'print([[[0] * 28] * 28])')"
-    return (
-        f"curl -s http://localhost:{c.REST_PORT}/v1/models/{c.MODEL_NAME}{at}:predict \\\n"
-        f'  -d "{{\\"signature_name\\": \\"{c.SIGNATURE_PIXELS}\\", \\"instances\\": {blank}}}"\n'
-        f"python -m serving predict --rest http://localhost:{c.REST_PORT} digit.png"
-        + (f" --version {version}" if version else "")
-        + f"\npython -m serving predict --grpc localhost:{c.GRPC_PORT} --mnist-test 0:16"
-    )
-
-
-SIGNATURES = [
-    [c.SIGNATURE_PIXELS, f"{c.INPUT_PIXELS}: uint8 [batch, 28, 28], pixels 0..255"],
-    [c.SIGNATURE_PIXELS_FLOAT, f"{c.INPUT_PIXELS}: float32 [batch, 28, 28], pixels 0..255"],
-    [c.SIGNATURE_IMAGE_BYTES, f"{c.INPUT_IMAGE_BYTES}: string [batch], encoded PNG/JPEG/GIF/BMP"],
-]
-SIGNATURE_OUTPUTS = (
-    f"{c.OUTPUT_PROBABILITIES}: float32 [batch, {c.NUM_CLASSES}], {c.OUTPUT_DIGIT}: int64 [batch]"
-)
 
 
 def export_section(report: dict) -> str:

@@ -21,13 +21,10 @@ def check_pixels(pixels: np.ndarray, source: object) -> np.ndarray:
         pixels = pixels[np.newaxis]
     if pixels.ndim != 3 or pixels.shape[1:] != (c.IMAGE_SIZE, c.IMAGE_SIZE):
         raise ServingError(f"{source}: shape {pixels.shape}, expected (28, 28) or (N, 28, 28)")
-    if pixels.dtype.kind not in "fiu":
-        raise ServingError(f"{source}: dtype {pixels.dtype}, expected numbers 0..255")
-    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
-        raise ServingError(f"{source}: contains NaN or infinite values")
-    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
-        raise ServingError(f"{source}: values outside 0..255 (scaling happens in the model)")
-    return np.rint(pixels).astype(np.uint8)
+    problem = c.pixel_problem(pixels)
+    if problem:
+        raise ServingError(f"{source}: {problem}")
+    return pixels.astype(np.uint8)
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -50,35 +47,48 @@ def _image_problems():
 
 
 def read_image_bytes(path: Path) -> bytes:
-    """The file's bytes, after checking that it is a whole PNG, JPEG, GIF or BMP image within
-    the contract's size (the header is read first: a small file can claim a huge image)."""
+    """The file's bytes, after the checks the model's graph makes too (job/export/contract.py):
+    a whole PNG, JPEG, GIF or BMP image, told by its first bytes, within the pixel limit (the
+    header is read first: a small file can claim a huge image)."""
     from PIL import Image
 
     try:
         raw = path.read_bytes()
+    except OSError as exc:
+        raise ServingError(f"{path}: cannot read the image ({exc.strerror})") from None
+    kind = next((kind for kind, magic in c.IMAGE_MAGIC.items() if raw.startswith(magic)), None)
+    if kind is None:
+        raise ServingError(
+            f"{path}: not a readable PNG, JPEG, GIF or BMP image (it begins {raw[:8]!r})"
+        )
+    if not raw.endswith(c.IMAGE_END.get(kind, b"")):
+        raise ServingError(f"{path}: the {kind} is cut before its end")
+    try:
         with Image.open(io.BytesIO(raw)) as image:
-            kind, (width, height) = image.format, image.size
+            width, height = image.size
             if width * height > c.MAX_IMAGE_PIXELS:
                 raise ServingError(
                     f"{path}: {width}x{height} pixels; the limit is {c.MAX_IMAGE_PIXELS}"
                 )
             image.verify()
     except _image_problems() as exc:
-        raise ServingError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({exc})") from None
-    if kind not in ("PNG", "JPEG", "GIF", "BMP"):
-        raise ServingError(f"{path}: {kind} images are not supported; use PNG or JPEG")
+        raise ServingError(f"{path}: not a readable {kind} image ({exc})") from None
     return raw
 
 
 def image_to_pixels(path: Path, invert: bool) -> np.ndarray:
-    """Decode on the client (for --invert): grayscale, resized to 28x28, optionally inverted."""
+    """Decode on the client (for --invert) as the graph does: grey (a PNG with a transparent
+    pixel: its alpha, the contract's rule), resized to 28x28, optionally inverted."""
     from PIL import Image
 
     raw = read_image_bytes(path)
     try:
         with Image.open(io.BytesIO(raw)) as image:
-            gray = image.convert("L").resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
-            pixels = np.asarray(gray, dtype=np.uint8)
+            alpha = image.convert("RGBA").getchannel("A") if image.format == "PNG" else None
+            transparent = alpha is not None and alpha.getextrema()[0] == 0
+            grey = alpha if transparent else image.convert("L")
+            small = grey.resize((c.IMAGE_SIZE, c.IMAGE_SIZE), Image.Resampling.LANCZOS)
+            pixels = np.asarray(small, dtype=np.uint8)
     except _image_problems() as exc:
         raise ServingError(f"{path}: cannot decode the image ({exc})") from None
     return 255 - pixels if invert else pixels

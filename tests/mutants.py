@@ -61,15 +61,24 @@ TARGETS = {
             "version or rename or baseline or gate",
         )
     ),
-    # The input limits only: the batch limit, the image size read from the header, decoding.
+    # The input limits only: the batch and request bounds, the headers read before decoding,
+    # the GIF walk, decoding, the pixel rule.
     "job/export/signatures.py": Target(
         ("tests/test_signature_limits.py",),
         functions=(
+            "x__checked__*",
             "x__within_batch_limit__*",
             "x__unsigned__*",
             "x__bmp_dimension__*",
+            "x__follow__*",
+            "x_gif_frames__*",
+            "x__is__*",
             "x_image_header_size__*",
+            "x__check_request__*",
+            "x__within_request_bytes__*",
             "x__decode_to_pixels__*",
+            "x_decode_images__*",
+            "x__pixel_rule__*",
         ),
     ),
     "serving/inputs.py": Target(

@@ -170,7 +170,7 @@ def bad_npz(tmp_path, kind):
         return path, "NaN"
     if kind == "pixels over 255":
         np.savez(path, **{**good, "x_test": good["x_test"].astype(np.int32) + 300})
-        return path, "outside the integers 0..255"
+        return path, "pixels must be whole numbers 0..255"
     if kind == "label count mismatch":
         np.savez(path, **{**good, "y_train": good["y_train"][:10]})
         return path, "expected \\(50,\\)"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from job.errors import DataError
+from job.export.contract import pixel_problem
 from job.files import write_atomic
 
 IMAGE_SHAPE = (28, 28)
@@ -77,12 +78,9 @@ def _check_images(name: str, images: np.ndarray, source: object) -> np.ndarray:
         raise DataError(source, f"{name} is empty")
     if images.dtype == np.uint8:
         return images
-    if images.dtype.kind not in "fiu":
-        raise DataError(source, f"{name} has dtype {images.dtype}, expected uint8 pixels")
-    if images.dtype.kind == "f" and not np.isfinite(images).all():
-        raise DataError(source, f"{name} contains NaN or infinite pixels")
-    if images.min() < 0 or images.max() > 255 or not np.array_equal(images, np.rint(images)):
-        raise DataError(source, f"{name} has pixels outside the integers 0..255")
+    problem = pixel_problem(images)
+    if problem:
+        raise DataError(source, f"{name}: {problem}")
     return images.astype(np.uint8)
 
 

@@ -13,7 +13,7 @@ REST_PORT = 8501
 SIGNATURE_PIXELS = "serving_default"
 # The same with float32 pixels 0..255, for clients that cannot send uint8.
 SIGNATURE_PIXELS_FLOAT = "predict_float"
-# Encoded PNG or JPEG bytes [batch]; REST clients send {"b64": "..."}.
+# Encoded PNG, JPEG, GIF or BMP bytes [batch]; REST clients send {"b64": "..."}.
 SIGNATURE_IMAGE_BYTES = "predict_image"
 
 INPUT_PIXELS = "images"
@@ -25,9 +25,72 @@ OUTPUT_DIGIT = "digit"  # int64 [batch]
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 MAX_BATCH = 1024  # every signature refuses larger requests (InvalidArgument); split them
-# predict_image reads each image's size from its header and refuses larger images before
-# decoding them (InvalidArgument): a small file can claim a huge size. MNIST digits are 28x28.
-MAX_IMAGE_PIXELS = 4_000_000
+
+# The one pixel rule, for every signature, client and data check: whole numbers 0..255 (a NaN,
+# an infinity, -1, 256 or 0.5 is refused, never rounded or clipped).
+PIXEL_MAX = 255
+PIXEL_RULE = "pixels must be whole numbers 0..255 (no NaN, infinity or fraction)"
+
+
+def pixel_problem(pixels) -> str | None:
+    """What breaks the pixel rule in a NumPy array, or None (NaN fails every comparison)."""
+    if pixels.dtype.kind not in "fiu":
+        return f"dtype {pixels.dtype}; {PIXEL_RULE}"
+    if pixels.size and not (
+        pixels.min() >= 0 and pixels.max() <= PIXEL_MAX and (pixels % 1 == 0).all()
+    ):
+        return PIXEL_RULE
+    return None
+
+
+# predict_image takes only the formats whose size it reads from the header before decoding,
+# told apart by these leading bytes; anything else (JPEG XL, WebP, TIFF...) is refused unread.
+IMAGE_MAGIC = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff", "GIF": b"GIF8", "BMP": b"BM"}
+IMAGE_END = {"JPEG": b"\xff\xd9", "GIF": b";"}  # a file that does not end so is cut short
+# Bounds on what one image and one request may cost, checked on the headers before anything is
+# decoded (InvalidArgument). A pass is a GIF frame or a JPEG scan: each costs a pass over the
+# image's pixels. The worst request within them costs under 1 s and 1.5 GB (docs/testing.md).
+MAX_IMAGE_PIXELS = 1024 * 1024  # width x height; MNIST digits are 28x28
+MAX_IMAGE_PASSES = 16
+MAX_REQUEST_PIXELS = 8 * 1024 * 1024  # the sum of width x height x passes over the request
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # encoded bytes per request
+MAX_REQUEST_GIF_BYTES = 512 * 1024  # of them GIF: finding its frames reads every byte
+# A PNG with a fully transparent pixel is read by its alpha channel, the ink of a digit drawn on
+# an HTML canvas (strokes in alpha, transparent background); every other image by its grey level.
+ALPHA_RULE = "a PNG with a fully transparent pixel is read by its alpha channel (canvas ink)"
+# The bounds above in words, for the model card: what is refused before anything is decoded.
+REFUSED = [
+    f"more than {MAX_BATCH} inputs in one request",
+    f"float pixels (predict_float) that break the rule: {PIXEL_RULE}",
+    "images other than PNG, JPEG, GIF or BMP (told by their first bytes), or cut short",
+    f"an image over {MAX_IMAGE_PIXELS:,} pixels or {MAX_IMAGE_PASSES} GIF frames or JPEG scans",
+    f"a request over {MAX_REQUEST_PIXELS:,} pixels (each frame and scan counted), "
+    f"{MAX_REQUEST_BYTES:,} bytes or {MAX_REQUEST_GIF_BYTES:,} bytes of GIF",
+]
+
+SIGNATURES = [
+    [SIGNATURE_PIXELS, f"{INPUT_PIXELS}: uint8 [batch, 28, 28], pixels 0..255"],
+    [SIGNATURE_PIXELS_FLOAT, f"{INPUT_PIXELS}: float32 [batch, 28, 28], pixels 0..255"],
+    [SIGNATURE_IMAGE_BYTES, f"{INPUT_IMAGE_BYTES}: string [batch], encoded PNG/JPEG/GIF/BMP"],
+]
+SIGNATURE_OUTPUTS = (
+    f"{OUTPUT_PROBABILITIES}: float32 [batch, {NUM_CLASSES}], {OUTPUT_DIGIT}: int64 [batch]"
+)
+
+
+def query_examples(version: str | None) -> str:
+    """How to ask TF Serving for this model: REST with curl (one blank image), and the
+    project's client over REST and gRPC."""
+    at = f"/versions/{version}" if version else ""
+    blank = "$(python3 -c 'print([[[0] * 28] * 28])')"
+    return (
+        f"curl -s http://localhost:{REST_PORT}/v1/models/{MODEL_NAME}{at}:predict \\\n"
+        f'  -d "{{\\"signature_name\\": \\"{SIGNATURE_PIXELS}\\", \\"instances\\": {blank}}}"\n'
+        f"python -m serving predict --rest http://localhost:{REST_PORT} digit.png"
+        + (f" --version {version}" if version else "")
+        + f"\npython -m serving predict --grpc localhost:{GRPC_PORT} --mnist-test 0:16"
+    )
+
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
 RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it

@@ -18,11 +18,11 @@ import numpy as np
 
 from job.export import contract as c
 from job.files import write_atomic, write_json_atomic
-from job.pages import SIGNATURE_OUTPUTS, SIGNATURES, dig, query_examples
 
 CARD_MARKDOWN = "model_card.md"  # under assets.extra/
 CARD_JSON = "model_card.json"
 CARD_SCHEMA = "mnist-job/model-card/1"
+DATA_FIELDS = ("source", "sha256", "canonical_mnist", "train_examples", "validation_examples")
 
 INPUT = (
     "one handwritten digit 0-9 as a 28x28 grayscale image, centred by its centre of mass in "
@@ -53,16 +53,18 @@ CONDITIONS = (
 
 
 def measure_limits(model, images: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """Accuracy of ``model`` on the test images under each condition (uint8 [N, 28, 28]
-    in, scaled as the serving graph scales them)."""
-    from job.evaluate import predict_in_batches
+    """Accuracy on the test images (uint8 [N, 28, 28]) under each condition, answered by the
+    serving_default signature this export holds: its scaling and its checks included."""
+    # TensorFlow loads only for measuring: `serving card` reads cards without it.
+    from job.export.signatures import serving_functions
 
+    serve = serving_functions(model)[c.SIGNATURE_PIXELS]
     limits = []
     for condition, transform in CONDITIONS:
         pixels = transform(np.asarray(images, np.uint8))
-        scaled = pixels.astype(np.float32)[..., np.newaxis] / 255.0
-        predicted = np.argmax(predict_in_batches(model, scaled), axis=1)
-        accuracy = float(np.mean(predicted == np.asarray(labels)))
+        batches = range(0, len(pixels), c.MAX_BATCH)
+        digits = [serve(pixels[i : i + c.MAX_BATCH])[c.OUTPUT_DIGIT].numpy() for i in batches]
+        accuracy = float(np.mean(np.concatenate(digits) == np.asarray(labels)))
         limits.append({"condition": condition, "images": len(labels), "accuracy": accuracy})
     return limits
 
@@ -76,55 +78,49 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
         limits: ``measure_limits``'s answer, or None when it could not be measured.
         limits_note: why the limits are missing, when they are.
     """
-    train = dig(run, "config.train", {})
+    config, data, model, test = (run.get(key) or {} for key in ("config", "data", "model", "test"))
+    train, environment = config.get("train") or {}, run.get("environment") or {}
     return {
         "schema": CARD_SCHEMA,
         "model_details": {
             "name": c.MODEL_NAME,
             "description": "The seed notebook's MNIST CNN, trained by mnist-job",
-            "architecture": dig(run, "model.layers"),
-            "parameters": dig(run, "model.parameters"),
+            "architecture": model.get("layers"),
+            "parameters": model.get("parameters"),
             "recipe": train.get("recipe"),
-            "epochs": len(dig(run, "training.history", [])) or train.get("epochs"),
+            "epochs": len((run.get("training") or {}).get("history") or []) or train.get("epochs"),
             "batch_size": train.get("batch_size"),
             "seed": train.get("seed"),
-            "tensorflow": dig(run, "environment.tensorflow"),
-            "keras": dig(run, "environment.keras"),
+            "tensorflow": environment.get("tensorflow"),
+            "keras": environment.get("keras"),
             "trained_utc": run.get("created_utc")
             or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "run_dir": dig(run, "config.run_dir"),
+            "run_dir": config.get("run_dir"),
         },
         "intended_use": {
             "primary_use": "classifying single handwritten digits like MNIST's",
             "input": INPUT,
             "out_of_scope": OUT_OF_SCOPE,
         },
-        "training_data": {
-            "source": dig(run, "data.source"),
-            "sha256": dig(run, "data.sha256"),
-            "canonical_mnist": dig(run, "data.canonical_mnist"),
-            "train_examples": dig(run, "data.train_examples"),
-            "validation_examples": dig(run, "data.validation_examples"),
-        },
+        "training_data": {key: data.get(key) for key in DATA_FIELDS},
         "evaluation": {
-            "data": f"{dig(run, 'data.test_examples', 'the')} test images of the training data's "
+            "data": f"{data.get('test_examples', 'the')} test images of the training data's "
             "source (MNIST's are by writers not in its training set)",
-            "loss": dig(run, "test.loss"),
-            "accuracy": dig(run, "test.accuracy"),
-            "macro_precision": dig(run, "test.macro_precision"),
-            "macro_recall": dig(run, "test.macro_recall"),
-            "per_class": dig(run, "test.per_class", []),
+            **{k: test.get(k) for k in ("loss", "accuracy", "macro_precision", "macro_recall")},
+            "per_class": test.get("per_class", []),
         },
         "quantitative_limits": limits,
         "quantitative_limits_note": limits_note,
         "how_to_query": {
             "model_name": c.MODEL_NAME,
             "signatures": [
-                {"name": name, "input": inputs, "outputs": SIGNATURE_OUTPUTS}
-                for name, inputs in SIGNATURES
+                {"name": name, "input": inputs, "outputs": c.SIGNATURE_OUTPUTS}
+                for name, inputs in c.SIGNATURES
             ],
             "max_batch": c.MAX_BATCH,
-            "examples": query_examples(None),
+            "refused": c.REFUSED,
+            "alpha_rule": c.ALPHA_RULE,
+            "examples": c.query_examples(None),
         },
     }
 
@@ -135,14 +131,9 @@ def _value(value, digits: int = 4) -> str:
     return "—" if value is None else str(value)
 
 
-def card_markdown(card: dict) -> str:
-    """The card as Markdown, section by section."""
-    details, use = card["model_details"], card["intended_use"]
-    data, evaluation = card["training_data"], card["evaluation"]
+def _details(details: dict, data: dict) -> list[str]:
     exact = "byte-exact original MNIST" if data["canonical_mnist"] else "not the original MNIST"
-    lines = [
-        f"# Model card: {details['name']}",
-        "",
+    return [
         "## Model details",
         "",
         f"- {details['description']}; trained {details['trained_utc']}",
@@ -155,20 +146,23 @@ def card_markdown(card: dict) -> str:
         "",
         "## Intended use",
         "",
-        f"- Primary use: {use['primary_use']}.",
-        f"- Input: {use['input']}.",
+        f"- Primary use: {details['use']['primary_use']}.",
+        f"- Input: {details['use']['input']}.",
         "",
         "Out of scope:",
         "",
-        *[f"- {item}" for item in use["out_of_scope"]],
+        *[f"- {item}" for item in details["use"]["out_of_scope"]],
         "",
         "## Training data",
         "",
-        f"- {_value(data['train_examples'])} images from `{_value(data['source'])}` "
-        f"({exact}); "
+        f"- {_value(data['train_examples'])} images from `{_value(data['source'])}` ({exact}); "
         f"{_value(data['validation_examples'])} held out for validation",
         f"- sha256 of the arrays: `{_value(data['sha256'])}`",
-        "",
+    ]
+
+
+def _evaluation(evaluation: dict, limits: list[dict] | None, note: str | None) -> list[str]:
+    lines = [
         "## Evaluation",
         "",
         f"Data: {evaluation['data']}. Accuracy **{_value(evaluation['accuracy'])}**, loss "
@@ -186,22 +180,21 @@ def card_markdown(card: dict) -> str:
         "## Quantitative limits",
         "",
     ]
-    if card["quantitative_limits"]:
-        lines += [
-            "Accuracy on the test set changed as below, measured when this model was exported:",
-            "",
-            "| condition | images | accuracy |",
-            "| --- | --- | --- |",
-            *[
-                f"| {row['condition']} | {row['images']} | {_value(row['accuracy'])} |"
-                for row in card["quantitative_limits"]
-            ],
-        ]
-    else:
-        lines.append(f"Not measured: {card['quantitative_limits_note'] or 'no test data'}.")
-    query = card["how_to_query"]
-    lines += [
+    if not limits:
+        return [*lines, f"Not measured: {note or 'no test data'}."]
+    return [
+        *lines,
+        "Accuracy on the test set changed as below, measured through the `serving_default` "
+        "signature when this model was exported:",
         "",
+        "| condition | images | accuracy |",
+        "| --- | --- | --- |",
+        *[f"| {r['condition']} | {r['images']} | {_value(r['accuracy'])} |" for r in limits],
+    ]
+
+
+def _querying(query: dict) -> list[str]:
+    return [
         "## Caveats and recommendations",
         "",
         "- MNIST's writers are American Census Bureau employees and high-school students; "
@@ -218,12 +211,34 @@ def card_markdown(card: dict) -> str:
         "| --- | --- | --- |",
         *[f"| `{s['name']}` | {s['input']} | {s['outputs']} |" for s in query["signatures"]],
         "",
+        f"Refused with InvalidArgument (HTTP 400) before anything is decoded: "
+        f"{'; '.join(query['refused'])}. And {query['alpha_rule']}.",
+        "",
         "```sh",
         query["examples"],
         "```",
         "",
     ]
-    return "\n".join(lines)
+
+
+def card_markdown(card: dict) -> str:
+    """The card as Markdown, section by section."""
+    details = {**card["model_details"], "use": card["intended_use"]}
+    return "\n".join(
+        [
+            f"# Model card: {details['name']}",
+            "",
+            *_details(details, card["training_data"]),
+            "",
+            *_evaluation(
+                card["evaluation"],
+                card["quantitative_limits"],
+                card["quantitative_limits_note"],
+            ),
+            "",
+            *_querying(card["how_to_query"]),
+        ]
+    )
 
 
 def write_card(folder: Path, card: dict) -> None:
