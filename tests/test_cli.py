@@ -219,6 +219,16 @@ def test_the_readme_table_of_exit_codes_is_the_codes_the_cli_keeps():
     assert documented == {0, 1} | kept
 
 
+def test_every_test_the_readme_names_exists():
+    readme = (REPO / "README.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::(\w+)`((?:,\s*`::\w+`)*)", readme)
+    assert len(named) > 20
+    for module, first, more in named:
+        source = (REPO / "tests" / module).read_text()
+        for name in [first, *re.findall(r"::(\w+)", more)]:
+            assert f"def {name}(" in source, f"README names {module}::{name}"
+
+
 def train_in_a_process(tmp_path, synthetic_npz, *extra, env=None):
     command = [sys.executable, "-m", "job", *extra]
     command += train_args(synthetic_npz, tmp_path / "run", "--epochs", 1, "--overwrite")
