@@ -12,6 +12,7 @@ import requests
 
 from job.export import contract as c
 from serving import ServingError
+from serving import rollout as r
 from serving.cli import (
     MAX_LOAD_SECONDS,
     cache_dir_option,
@@ -19,11 +20,12 @@ from serving.cli import (
     format_option,
     main,
     model_option,
-    one_line_errors,
+    option_group,
     run_option,
     server_options,
 )
 from serving.cli.query import load_mnist_test
+from serving.load import run_load
 from serving.verify import verify
 
 
@@ -56,15 +58,12 @@ from serving.verify import verify
 )  # fmt: skip
 @format_option
 @cache_dir_option
-@one_line_errors
 def load(server, model, version, max_requests, duration, concurrency, signature, batch_size,
          max_error_rate, output_format, cache_dir):  # fmt: skip
     """Load test: send MNIST test images from --concurrency workers until --requests are
     sent or --duration has passed (one of them is needed), then print throughput, latency
     percentiles, errors by code with the first message of each, and the version that
     answered. Only the address given is sent to; --timeout is each request's deadline."""
-    from serving.load import run_load
-
     if max_requests is None and duration is None:
         raise click.UsageError("give --requests N, --duration SECONDS, or both")
     images, _ = load_mnist_test(cache_dir)
@@ -159,16 +158,13 @@ wait_option = click.option(
 )
 
 
-def rollout_step(command):
-    """The options every step against a running server takes."""
-    for option in reversed((config_option, wait_option, export_dir_option)):
-        command = option(command)
-    return server_options(with_version=False)(command)
+# The options every step against a running server takes.
+rollout_step = option_group(
+    server_options(with_version=False), config_option, wait_option, export_dir_option
+)
 
 
 def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None:
-    from serving import rollout as r
-
     r.wait_for(lambda: server.version_of(model, label), wanted, f"label {label}", wait)
 
 
@@ -182,11 +178,8 @@ def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None
     help="The model base path as the server sees it: absolute, or a URI.",
 )
 @click.argument("version", type=click.IntRange(min=1))
-@one_line_errors
 def rollout_start(config_path, model, base_path, version):
     """Write a first config that serves VERSION as stable (before starting the server)."""
-    from serving import rollout as r
-
     r.start_config(config_path, model, base_path, version)
     click.echo(f"{config_path}: {model} version {version} is {r.STABLE}")
 
@@ -194,12 +187,9 @@ def rollout_start(config_path, model, base_path, version):
 @rollout.command("canary")
 @rollout_step
 @click.argument("version", type=click.IntRange(min=1))
-@one_line_errors
 def rollout_canary(server, model, config_path, wait, export_dir, version):
     """Load VERSION (an export that passed the quality gate) beside stable, then label it
     canary once the server has it."""
-    from serving import rollout as r
-
     labels = r.labels_of(config_path, model, r.STABLE)
     if export_dir.is_dir() and not (export_dir / str(version)).is_dir():
         raise ServingError(f"{export_dir}: no version {version} to load")
@@ -220,12 +210,9 @@ def rollout_canary(server, model, config_path, wait, export_dir, version):
 @rollout_step
 @run_option
 @cache_dir_option
-@one_line_errors
 def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache_dir):
     """Make canary stable once serving verify --label canary agrees with the report of the
     run that made it; the old stable becomes previous."""
-    from serving import rollout as r
-
     labels = r.labels_of(config_path, model, r.CANARY)
     images, test_labels = load_mnist_test(cache_dir)
     summary = verify(server, model, r.CANARY, run_dir, export_dir, images, test_labels, 256)
@@ -240,11 +227,8 @@ def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache
 
 @rollout.command("rollback")
 @rollout_step
-@one_line_errors
 def rollout_rollback(server, model, config_path, wait, export_dir):
     """Put the previous stable back as stable and unload the version it replaced."""
-    from serving import rollout as r
-
     labels = r.labels_of(config_path, model, r.PREVIOUS)
     with r.restored_on_failure(config_path):
         r.serve(config_path, model, {r.STABLE: labels[r.PREVIOUS]})
@@ -256,12 +240,9 @@ def rollout_rollback(server, model, config_path, wait, export_dir):
 @server_options(with_version=False)
 @config_option
 @format_option
-@one_line_errors
 def rollout_status(server, model, config_path, output_format):
     """Each version the server knows, with its state and the labels that name it there,
     and the config file's versions and labels."""
-    from serving import rollout as r
-
     entry = r.read_config(config_path, model)[1]
     labels = dict(sorted(entry.version_labels.items()))
     served = {}

@@ -16,7 +16,6 @@ from serving.cli import (
     export_dir_option,
     format_option,
     main,
-    one_line_errors,
     run_option,
     server_options,
 )
@@ -50,7 +49,6 @@ json_alias_option = click.option(
 )
 @format_option
 @json_alias_option
-@one_line_errors
 def predict(server, model, version, files, mnist_range, cache_dir, invert, output_format):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
@@ -122,7 +120,6 @@ def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
 
 @main.command()
 @server_options()
-@one_line_errors
 def status(server, model, version):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     click.echo(json.dumps(server.status(model, version), indent=2))
@@ -130,7 +127,6 @@ def status(server, model, version):
 
 @main.command()
 @server_options()
-@one_line_errors
 def metadata(server, model, version):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     click.echo(json.dumps(server.metadata(model, version), indent=2))
@@ -145,7 +141,6 @@ def metadata(server, model, version):
     help="Images per request.",
 )  # fmt: skip
 @cache_dir_option
-@one_line_errors
 def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
     test set against the report of the run that made the version served. Exit 0 only when
@@ -160,7 +155,6 @@ def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
 @click.argument("export", type=click.Path(path_type=Path, file_okay=False))
 @format_option
 @json_alias_option
-@one_line_errors
 def card(export, output_format):
     """Print the model card of an export: a version folder (models/mnist/3), or a model base
     path (models/mnist: its newest version)."""
