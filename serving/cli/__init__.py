@@ -17,7 +17,6 @@ from job.export import contract as c
 from serving import ServingError, client
 
 EXIT_REQUEST_FAILED = 1
-MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
 
 
 class OneLineErrors(click.Group):

@@ -11,26 +11,17 @@ import numpy as np
 import requests
 
 from job.export import contract as c
-from serving import ServingError
+from serving import ServingError, cli
 from serving import rollout as r
-from serving.cli import (
-    MAX_LOAD_SECONDS,
-    cache_dir_option,
-    export_dir_option,
-    format_option,
-    main,
-    model_option,
-    option_group,
-    run_option,
-    server_options,
-)
 from serving.cli.query import load_mnist_test
 from serving.load import run_load
 from serving.verify import verify
 
+MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
 
-@main.command()
-@server_options()
+
+@cli.main.command()
+@cli.server_options()
 @click.option("--requests", "max_requests", type=click.IntRange(min=1), help="Requests to send.")
 @click.option(
     "--duration",
@@ -56,8 +47,8 @@ from serving.verify import verify
     "--max-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
     help="Exit 1 when more than this fraction of the requests failed.",
 )  # fmt: skip
-@format_option
-@cache_dir_option
+@cli.format_option
+@cli.cache_dir_option
 def load(server, model, version, max_requests, duration, concurrency, signature, batch_size,
          max_error_rate, output_format, cache_dir):  # fmt: skip
     """Load test: send MNIST test images from --concurrency workers until --requests are
@@ -132,7 +123,7 @@ def encode_pngs(images) -> list[bytes]:
     return encoded
 
 
-@main.group()
+@cli.main.group()
 def rollout() -> None:
     """Staged rollouts with version labels: start, canary, promote, rollback, status.
 
@@ -159,8 +150,8 @@ wait_option = click.option(
 
 
 # The options every step against a running server takes.
-rollout_step = option_group(
-    server_options(with_version=False), config_option, wait_option, export_dir_option
+rollout_step = cli.option_group(
+    cli.server_options(with_version=False), config_option, wait_option, cli.export_dir_option
 )
 
 
@@ -170,7 +161,7 @@ def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None
 
 @rollout.command("start")
 @config_option
-@model_option
+@cli.model_option
 @click.option(
     "--base-path",
     default=f"/models/{c.MODEL_NAME}",
@@ -208,8 +199,8 @@ def rollout_canary(server, model, config_path, wait, export_dir, version):
 
 @rollout.command("promote")
 @rollout_step
-@run_option
-@cache_dir_option
+@cli.run_option
+@cli.cache_dir_option
 def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache_dir):
     """Make canary stable once serving verify --label canary agrees with the report of the
     run that made it; the old stable becomes previous."""
@@ -237,9 +228,9 @@ def rollout_rollback(server, model, config_path, wait, export_dir):
 
 
 @rollout.command("status")
-@server_options(with_version=False)
+@cli.server_options(with_version=False)
 @config_option
-@format_option
+@cli.format_option
 def rollout_status(server, model, config_path, output_format):
     """Each version the server knows, with its state and the labels that name it there,
     and the config file's versions and labels."""

@@ -9,16 +9,7 @@ import click
 import numpy as np
 
 from job.export import contract as c
-from serving import ServingError, client, inputs
-from serving.cli import (
-    address,
-    cache_dir_option,
-    export_dir_option,
-    format_option,
-    main,
-    run_option,
-    server_options,
-)
+from serving import ServingError, cli, client, inputs
 from serving.verify import verify as verify_deployment
 
 
@@ -34,20 +25,23 @@ json_alias_option = click.option(
 )
 
 
-@main.command()
-@server_options()
+@cli.main.command()
+@cli.server_options()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
-    "--mnist-test", "mnist_range", metavar="START:STOP", callback=address(inputs.parse_index_range),
+    "--mnist-test",
+    "mnist_range",
+    metavar="START:STOP",
+    callback=cli.address(inputs.parse_index_range),
     help="Send MNIST test images by index (needs the data cache: make data).",
-)  # fmt: skip
-@cache_dir_option
+)
+@cli.cache_dir_option
 @click.option(
     "--invert",
     is_flag=True,
     help="Images are dark digits on light paper: decode here and invert (MNIST is light on dark).",
 )
-@format_option
+@cli.format_option
 @json_alias_option
 def predict(server, model, version, files, mnist_range, cache_dir, invert, output_format):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
@@ -118,29 +112,29 @@ def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
     return images[indices], labels[indices]
 
 
-@main.command()
-@server_options()
+@cli.main.command()
+@cli.server_options()
 def status(server, model, version):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     click.echo(json.dumps(server.status(model, version), indent=2))
 
 
-@main.command()
-@server_options()
+@cli.main.command()
+@cli.server_options()
 def metadata(server, model, version):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     click.echo(json.dumps(server.metadata(model, version), indent=2))
 
 
-@main.command()
-@server_options()
-@run_option
-@export_dir_option
+@cli.main.command()
+@cli.server_options()
+@cli.run_option
+@cli.export_dir_option
 @click.option(
     "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=256, show_default=True,
     help="Images per request.",
 )  # fmt: skip
-@cache_dir_option
+@cli.cache_dir_option
 def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
     test set against the report of the run that made the version served. Exit 0 only when
@@ -151,9 +145,9 @@ def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     )
 
 
-@main.command()
+@cli.main.command()
 @click.argument("export", type=click.Path(path_type=Path, file_okay=False))
-@format_option
+@cli.format_option
 @json_alias_option
 def card(export, output_format):
     """Print the model card of an export: a version folder (models/mnist/3), or a model base
