@@ -62,10 +62,7 @@ def load(server, model, version, max_requests, duration, concurrency, signature,
     seconds = duration or MAX_LOAD_SECONDS
     result = run_load(make_sender, batch_size, concurrency, max_requests, seconds, progress)
     click.echo("", err=True)
-    try:
-        answered = server.version_of(model, version)
-    except ServingError:
-        answered = None
+    answered = answering_version(server, model, version)
     if output_format == "json":
         summary = {"target": server.target, "signature": signature, "version": answered}
         click.echo(json.dumps({**summary, **result.summary()}))
@@ -155,8 +152,18 @@ rollout_step = cli.option_group(
 )
 
 
-def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None:
-    r.wait_for(lambda: server.version_of(model, label), wanted, f"label {label}", wait)
+def relabel(server, model: str, config_path: Path, labels: dict, label: str, wait: float):
+    """Serve ``labels`` and wait until the server's ``label`` names its version."""
+    r.serve(config_path, model, labels)
+    r.wait_for(lambda: server.version_of(model, label), labels[label], f"label {label}", wait)
+
+
+def answering_version(server, model: str, version) -> int | None:
+    """The version that answers for ``version``, or None when the server names none (yet)."""
+    try:
+        return server.version_of(model, version)
+    except ServingError:
+        return None
 
 
 @rollout.command("start")
@@ -192,8 +199,7 @@ def rollout_canary(server, model, config_path, wait, export_dir, version):
             return version if r.loaded(entry) else None
 
         r.wait_for(available, version, f"{model} version {version}", wait)
-        r.serve(config_path, model, {**labels, r.CANARY: version})
-        wait_label(server, model, r.CANARY, version, wait)
+        relabel(server, model, config_path, {**labels, r.CANARY: version}, r.CANARY, wait)
     click.echo(f"{server.target}: {model} version {version} is {r.CANARY}")
 
 
@@ -211,8 +217,7 @@ def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache
     if labels.get(r.STABLE, new[r.STABLE]) != new[r.STABLE]:
         new[r.PREVIOUS] = labels[r.STABLE]
     with r.restored_on_failure(config_path):
-        r.serve(config_path, model, new)
-        wait_label(server, model, r.STABLE, new[r.STABLE], wait)
+        relabel(server, model, config_path, new, r.STABLE, wait)
     click.echo(f"{summary}\n{model} version {new[r.STABLE]} is {r.STABLE}")
 
 
@@ -222,8 +227,7 @@ def rollout_rollback(server, model, config_path, wait, export_dir):
     """Put the previous stable back as stable and unload the version it replaced."""
     labels = r.labels_of(config_path, model, r.PREVIOUS)
     with r.restored_on_failure(config_path):
-        r.serve(config_path, model, {r.STABLE: labels[r.PREVIOUS]})
-        wait_label(server, model, r.STABLE, labels[r.PREVIOUS], wait)
+        relabel(server, model, config_path, {r.STABLE: labels[r.PREVIOUS]}, r.STABLE, wait)
     click.echo(f"{model} version {labels[r.PREVIOUS]} is {r.STABLE} again")
 
 
@@ -236,12 +240,7 @@ def rollout_status(server, model, config_path, output_format):
     and the config file's versions and labels."""
     entry = r.read_config(config_path, model)[1]
     labels = dict(sorted(entry.version_labels.items()))
-    served = {}
-    for label in labels:
-        try:
-            served[label] = server.version_of(model, label)
-        except ServingError:
-            served[label] = None  # named in the file, not (yet) by the server
+    served = {label: answering_version(server, model, label) for label in labels}
     versions = [
         {
             "version": int(e["version"]),
