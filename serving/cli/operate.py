@@ -78,7 +78,7 @@ def load(server, model, version, max_requests, duration, concurrency, signature,
 def sender_factory(server, model, version, signature, batch_size, images):
     """make_sender for run_load: each worker reuses one connection (a requests.Session or a
     gRPC channel) and sends rows i*batch_size.. of the test set, wrapping around."""
-    pngs = encode_pngs(images[:256]) if signature == c.SIGNATURE_IMAGE_BYTES else None
+    pngs = [encode_png(p) for p in images[:256]] if signature == c.SIGNATURE_IMAGE_BYTES else None
 
     def make_sender():
         if server.rest:
@@ -109,15 +109,12 @@ def progress(so_far) -> None:
     click.echo(f"\r{so_far.requests} requests, {errors} errors, {rate:.0f}/s ", nl=False, err=True)
 
 
-def encode_pngs(images) -> list[bytes]:
+def encode_png(pixels) -> bytes:
     from PIL import Image  # deferred: only --signature predict_image needs Pillow
 
-    encoded = []
-    for pixels in images:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        encoded.append(buffer.getvalue())
-    return encoded
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @cli.main.group()
