@@ -21,8 +21,6 @@ from job.export import contract as c
 from serving import ServingError
 from serving.inputs import check_pixels
 
-# --------------------------------------------------------------------------- requests
-
 
 def _choose_input(pixels, image_bytes, signature: str | None = None):
     """Exactly one kind of input, within the batch limit and in its signature's dtype (the
@@ -49,9 +47,6 @@ def check_batch(count: int) -> None:
         raise ServingError(f"{count} inputs in one request; the limit is {c.MAX_BATCH}")
 
 
-# --------------------------------------------------------------------------- addresses
-
-
 def rest_address(text: str) -> str:
     """A REST base URL: ``host:port`` means ``http://host:port``; http(s) only."""
     url = text if "://" in text else f"http://{text}"
@@ -73,9 +68,6 @@ def grpc_address(text: str) -> str:
     if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}", text):
         raise ServingError(f"{text!r}: expected a gRPC target HOST:PORT such as localhost:8500")
     return text
-
-
-# --------------------------------------------------------------------------- REST
 
 
 # A version choice, as TF Serving's ModelSpec has it: a version number, a version label
@@ -163,9 +155,6 @@ def predict_rest(
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
 
 
-# --------------------------------------------------------------------------- gRPC
-
-
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow (the gRPC stubs need it) with file descriptor 2 on /dev/null:
     TensorFlow 2.21 logs its start-up (oneDNN, CUDA probes) through absl before anything,
@@ -250,9 +239,6 @@ def predict_grpc(
         raise ServingError(
             f"{hostport}: reply lacks outputs {c.OUTPUT_PROBABILITIES}, {c.OUTPUT_DIGIT}"
         ) from None
-
-
-# --------------------------------------------------------------------------- either
 
 
 @dataclass(frozen=True)
