@@ -70,31 +70,25 @@ def predict(server, model, version, files, mnist_range, cache_dir, invert, outpu
 def gather_inputs(files, mnist_range: slice | None, cache_dir: Path, invert: bool):
     """-> (row names, true digits or None, request batches): encoded images go to the image
     signature, pixels to serving_default; rows follow the batches' order."""
-    encoded, pixels = [], []  # (names, truths, values) of each input
+    rows = {"image_bytes": [], "pixels": []}  # per kind: (name, true digit or None, value)
     for path in files:
         if not path.exists():
             raise ServingError(f"{path}: no such file")
         if path.suffix.lower() == ".npy":
             array = inputs.read_npy(path)
-            pixels.append(([f"{path.name}[{i}]" for i in range(len(array))], None, array))
+            rows["pixels"] += [(f"{path.name}[{i}]", None, image) for i, image in enumerate(array)]
         elif invert:
-            pixels.append(([path.name], None, inputs.image_to_pixels(path, invert=True)[None]))
+            rows["pixels"].append((path.name, None, inputs.image_to_pixels(path, invert=True)))
         else:
-            encoded.append(([path.name], None, [inputs.read_image_bytes(path)]))
+            rows["image_bytes"].append((path.name, None, inputs.read_image_bytes(path)))
     if mnist_range is not None:
         images, labels = load_mnist_test(cache_dir, mnist_range)
-        names = [f"mnist-test[{mnist_range.start + i}]" for i in range(len(labels))]
-        pixels.append((names, [int(label) for label in labels], images))
-    names, truths, batches = [], [], []
-    for key, given in (("image_bytes", encoded), ("pixels", pixels)):
-        for row_names, row_truths, _ in given:
-            names += row_names
-            truths += row_truths or [None] * len(row_names)
-        if given:
-            values = [v for *_, v in given]
-            batches.append({key: np.concatenate(values) if key == "pixels" else sum(values, [])})
-    client.check_batch(len(names))
-    return names, truths, batches
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            rows["pixels"].append((f"mnist-test[{mnist_range.start + i}]", int(label), image))
+    ordered = rows["image_bytes"] + rows["pixels"]
+    client.check_batch(len(ordered))
+    batches = [{kind: [value for *_, value in given]} for kind, given in rows.items() if given]
+    return [name for name, *_ in ordered], [truth for _, truth, _ in ordered], batches
 
 
 def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
