@@ -21,8 +21,6 @@ from job.export import contract as c
 from serving import ServingError
 from serving.inputs import check_pixels
 
-# --------------------------------------------------------------------------- requests
-
 
 def _choose_input(pixels, image_bytes, signature: str | None = None):
     """Exactly one kind of input, within the batch limit and in its signature's dtype (the
@@ -49,9 +47,6 @@ def check_batch(count: int) -> None:
         raise ServingError(f"{count} inputs in one request; the limit is {c.MAX_BATCH}")
 
 
-# --------------------------------------------------------------------------- addresses
-
-
 def rest_address(text: str) -> str:
     """A REST base URL: ``host:port`` means ``http://host:port``; http(s) only."""
     url = text if "://" in text else f"http://{text}"
@@ -73,9 +68,6 @@ def grpc_address(text: str) -> str:
     if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}", text):
         raise ServingError(f"{text!r}: expected a gRPC target HOST:PORT such as localhost:8500")
     return text
-
-
-# --------------------------------------------------------------------------- REST
 
 
 # A version choice, as TF Serving's ModelSpec has it: a version number, a version label
@@ -163,9 +155,6 @@ def predict_rest(
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
 
 
-# --------------------------------------------------------------------------- gRPC
-
-
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow (the gRPC stubs need it) with file descriptor 2 on /dev/null:
     TensorFlow 2.21 logs its start-up (oneDNN, CUDA probes) through absl before anything,
@@ -180,35 +169,29 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-def _grpc_stubs(hostport: str, channel=None):
-    """A channel of its own (closed after one call), or ``channel``, reused and left open."""
+def _grpc_call(hostport: str, method: str, request, timeout: float, channel=None):
+    """PredictionService.``method`` on a channel of its own (closed after the call), or on
+    ``channel``, reused and left open."""
     # grpc and the stubs (which import TensorFlow) only for gRPC: REST commands stay light.
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    own = channel is None
-    channel = grpc.insecure_channel(hostport) if own else channel
-    return (
-        channel if own else contextlib.nullcontext(channel),
-        prediction_service_pb2_grpc.PredictionServiceStub(channel),
-        model_service_pb2_grpc.ModelServiceStub(channel),
-    )
-
-
-def _grpc_call(hostport: str, method, request, timeout: float):
-    import grpc
-
-    try:
-        return method.future(request, timeout).result()
-    except grpc.RpcError as err:
-        code = err.code()
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = f"{hostport}: no answer within {timeout:g} s"
-        elif code == grpc.StatusCode.UNAVAILABLE:
-            message = f"{hostport}: cannot connect (is the server running?)"
-        else:
-            message = f"{hostport}: {code.name}: {one_line(err.details())}"
-        raise ServingError(message, code.name) from None
+    service = prediction_service_pb2_grpc.PredictionServiceStub
+    if method == "GetModelStatus":  # the one method of ModelService that a client asks
+        service = model_service_pb2_grpc.ModelServiceStub
+    own = grpc.insecure_channel(hostport) if channel is None else contextlib.nullcontext(channel)
+    with own as open_channel:
+        try:
+            return getattr(service(open_channel), method).future(request, timeout).result()
+        except grpc.RpcError as err:
+            code = err.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                message = f"{hostport}: no answer within {timeout:g} s"
+            elif code == grpc.StatusCode.UNAVAILABLE:
+                message = f"{hostport}: cannot connect (is the server running?)"
+            else:
+                message = f"{hostport}: {code.name}: {one_line(err.details())}"
+            raise ServingError(message, code.name) from None
 
 
 def _model_spec(model: str, version: Version, signature: str | None = None):
@@ -245,9 +228,7 @@ def predict_grpc(
     tensor = values if pixels is not None else np.array(values, dtype=object)
     request = predict_pb2.PredictRequest(model_spec=_model_spec(model, version, signature))
     request.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
-    channel, predict_stub, _ = _grpc_stubs(hostport, channel)
-    with channel:
-        response = _grpc_call(hostport, predict_stub.Predict, request, timeout)
+    response = _grpc_call(hostport, "Predict", request, timeout, channel)
     try:
         outputs = {
             k: tf.make_ndarray(response.outputs[k])
@@ -258,9 +239,6 @@ def predict_grpc(
         raise ServingError(
             f"{hostport}: reply lacks outputs {c.OUTPUT_PROBABILITIES}, {c.OUTPUT_DIGIT}"
         ) from None
-
-
-# --------------------------------------------------------------------------- either
 
 
 @dataclass(frozen=True)
@@ -285,11 +263,7 @@ class Server:
 
         spec = _model_spec(model, version)
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
-        channel, _, model_stub = _grpc_stubs(self.target)
-        with channel:
-            return proto_dict(
-                _grpc_call(self.target, model_stub.GetModelStatus, request, self.timeout)
-            )
+        return proto_dict(_grpc_call(self.target, "GetModelStatus", request, self.timeout))
 
     def metadata(self, model: str, version: Version = None) -> dict:
         """REST GET .../metadata, gRPC GetModelMetadata: the signatures and the version."""
@@ -301,9 +275,7 @@ class Server:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=_model_spec(model, version), metadata_field=["signature_def"]
         )
-        channel, stub, _ = _grpc_stubs(self.target)
-        with channel:
-            response = _grpc_call(self.target, stub.GetModelMetadata, request, self.timeout)
+        response = _grpc_call(self.target, "GetModelMetadata", request, self.timeout)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
         return {

@@ -77,7 +77,7 @@ def run_load(
     concurrency: int,
     max_requests: int | None,
     max_seconds: float,
-    progress=None,
+    progress,
 ) -> LoadResult:
     """Send requests from ``concurrency`` workers until ``max_requests`` are sent or
     ``max_seconds`` have passed, whichever comes first.
@@ -114,8 +114,7 @@ def run_load(
         running = [pool.submit(worker, send) for send in senders]
         while futures.wait(running, timeout=1.0).not_done:
             result.seconds = time.perf_counter() - started
-            if progress:
-                progress(result)
+            progress(result)
         for done in running:
             done.result()  # a bug in a worker surfaces here
     result.seconds = time.perf_counter() - started

@@ -59,20 +59,16 @@ def write_atomic(path: Path, text: str) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def check_base_path(base_path: str) -> None:
-    """server_core.cc, ValidateModelConfigList (UriIsRelativePath, with tsl's io::ParseURI):
-    every base path is an absolute path or a URI such as s3://bucket/mnist."""
+def start_config(path: Path, model: str, base_path: str, version: int) -> None:
+    """A first config with ``version`` as stable. The server must start with
+    --allow_version_labels_for_unavailable_models: it sets labels before versions load."""
+    # server_core.cc, ValidateModelConfigList (UriIsRelativePath, with tsl's io::ParseURI):
+    # every base path is an absolute path or a URI such as s3://bucket/mnist.
     if not re.match(r"/|[A-Za-z][0-9A-Za-z.]*://", base_path):
         raise ServingError(
             f"--base-path {base_path!r}: TF Serving takes an absolute path (as the server sees "
             "it, e.g. /models/mnist) or a URI"
         )
-
-
-def start_config(path: Path, model: str, base_path: str, version: int) -> None:
-    """A first config with ``version`` as stable. The server must start with
-    --allow_version_labels_for_unavailable_models: it sets labels before versions load."""
-    check_base_path(base_path)
     config = model_server_config_pb2.ModelServerConfig()
     entry = config.model_config_list.config.add(
         name=model, base_path=base_path, model_platform="tensorflow"

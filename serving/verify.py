@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,33 +25,6 @@ EXPECTED_SIGNATURES = {
 }
 
 
-@dataclass(frozen=True)
-class Verification:
-    served_accuracy: float
-    reported_accuracy: float
-    images: int
-    requests: int
-    images_per_second: float
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def agrees(self) -> bool:
-        """The same number of correct answers (the report's figure is a float32 mean)."""
-        return round(self.served_accuracy * self.images) == round(
-            self.reported_accuracy * self.images
-        )
-
-    def summary(self) -> str:
-        relation = "=" if self.agrees else "!="
-        return (
-            f"served accuracy {self.served_accuracy:.4f} {relation} reported "
-            f"{self.reported_accuracy:.4f}; {self.images} images in {self.requests} requests, "
-            f"{self.images_per_second:.0f} images/s, p50 {self.p50_ms:.1f} ms, "
-            f"p99 {self.p99_ms:.1f} ms"
-        )
-
-
 def check_signatures(metadata: dict) -> None:
     """Raise ServingError unless the served signatures carry the contract's names."""
     served = metadata["metadata"]["signature_def"]["signature_def"]
@@ -65,19 +37,6 @@ def check_signatures(metadata: dict) -> None:
                 f"signature {name!r} has inputs {sorted(got[0])} and outputs "
                 f"{sorted(got[1])}; the contract says {sorted(inputs)} and {sorted(outputs)}"
             )
-
-
-def serve_test_set(predict, images: np.ndarray, labels: np.ndarray, batch_size: int):
-    """Send every image in batches; returns (accuracy, latencies in seconds, wall seconds)."""
-    correct, latencies = 0, []
-    started = time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        sent = time.perf_counter()
-        answer = predict(images[start : start + batch_size])
-        latencies.append(time.perf_counter() - sent)
-        digits = np.asarray(answer[c.OUTPUT_DIGIT])
-        correct += int(np.sum(digits == labels[start : start + batch_size]))
-    return correct / len(images), latencies, time.perf_counter() - started
 
 
 def reported_accuracy(version: int, run_dir: Path | None, export_dir: Path) -> tuple[str, float]:
@@ -107,19 +66,24 @@ def verify(server, model, version, run_dir, export_dir, images, labels, batch_si
     served = int(meta["model_spec"]["version"])
     source, reported = reported_accuracy(served, run_dir, export_dir)
     check_signatures(meta)
-    predict = lambda pixels: server.predict(model, version=served, pixels=pixels)  # noqa: E731
-    accuracy, latencies, wall = serve_test_set(predict, images, labels, batch_size)
+    correct, latencies = 0, []
+    started = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        sent = time.perf_counter()
+        answer = server.predict(model, version=served, pixels=images[start : start + batch_size])
+        latencies.append(time.perf_counter() - sent)
+        correct += int(np.sum(answer[c.OUTPUT_DIGIT] == labels[start : start + batch_size]))
+    wall = time.perf_counter() - started
+    # The same number of correct answers agrees: the report's figure is a float32 mean.
+    agrees = correct == round(reported * len(images))
     ordered = sorted(latencies)
-    result = Verification(
-        served_accuracy=accuracy,
-        reported_accuracy=reported,
-        images=len(images),
-        requests=len(latencies),
-        images_per_second=len(images) / wall,
-        p50_ms=1000 * statistics.median(ordered),
-        p99_ms=1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    line = (
+        f"{model} version {served} ({source}): served accuracy {correct / len(images):.4f} "
+        f"{'=' if agrees else '!='} reported {reported:.4f}; {len(images)} images in "
+        f"{len(latencies)} requests, {len(images) / wall:.0f} images/s, "
+        f"p50 {1000 * statistics.median(ordered):.1f} ms, p99 {1000 * p99:.1f} ms"
     )
-    line = f"{model} version {served} ({source}): {result.summary()}"
-    if not result.agrees:
+    if not agrees:
         raise ServingError(f"{server.target}: {line}")
     return line

@@ -17,19 +17,17 @@ from job.export import contract as c
 from serving import ServingError, client
 
 EXIT_REQUEST_FAILED = 1
-MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
 
 
-def one_line_errors(command):
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+class OneLineErrors(click.Group):
+    """A group whose commands turn every ServingError into one line and exit 1."""
+
+    def invoke(self, ctx):
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
         except ServingError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_REQUEST_FAILED)
-
-    return wrapper
 
 
 def option_group(*options):
@@ -128,7 +126,7 @@ def server_options(with_version: bool = True):
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnist-job", prog_name="mnist-serving")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own log lines.")
 @click.pass_context
@@ -139,8 +137,4 @@ def main(ctx, verbose: bool) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
-def _register() -> None:
-    from serving.cli import operate, query  # noqa: F401 - each adds its commands to main
-
-
-_register()
+from serving.cli import operate, query  # noqa: E402, F401 - each adds its commands to main

@@ -11,24 +11,17 @@ import numpy as np
 import requests
 
 from job.export import contract as c
-from serving import ServingError
-from serving.cli import (
-    MAX_LOAD_SECONDS,
-    cache_dir_option,
-    export_dir_option,
-    format_option,
-    main,
-    model_option,
-    one_line_errors,
-    run_option,
-    server_options,
-)
+from serving import ServingError, cli
+from serving import rollout as r
 from serving.cli.query import load_mnist_test
+from serving.load import run_load
 from serving.verify import verify
 
+MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
 
-@main.command()
-@server_options()
+
+@cli.main.command()
+@cli.server_options()
 @click.option("--requests", "max_requests", type=click.IntRange(min=1), help="Requests to send.")
 @click.option(
     "--duration",
@@ -54,17 +47,14 @@ from serving.verify import verify
     "--max-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
     help="Exit 1 when more than this fraction of the requests failed.",
 )  # fmt: skip
-@format_option
-@cache_dir_option
-@one_line_errors
+@cli.format_option
+@cli.cache_dir_option
 def load(server, model, version, max_requests, duration, concurrency, signature, batch_size,
          max_error_rate, output_format, cache_dir):  # fmt: skip
     """Load test: send MNIST test images from --concurrency workers until --requests are
     sent or --duration has passed (one of them is needed), then print throughput, latency
     percentiles, errors by code with the first message of each, and the version that
     answered. Only the address given is sent to; --timeout is each request's deadline."""
-    from serving.load import run_load
-
     if max_requests is None and duration is None:
         raise click.UsageError("give --requests N, --duration SECONDS, or both")
     images, _ = load_mnist_test(cache_dir)
@@ -72,10 +62,7 @@ def load(server, model, version, max_requests, duration, concurrency, signature,
     seconds = duration or MAX_LOAD_SECONDS
     result = run_load(make_sender, batch_size, concurrency, max_requests, seconds, progress)
     click.echo("", err=True)
-    try:
-        answered = server.version_of(model, version)
-    except ServingError:
-        answered = None
+    answered = answering_version(server, model, version)
     if output_format == "json":
         summary = {"target": server.target, "signature": signature, "version": answered}
         click.echo(json.dumps({**summary, **result.summary()}))
@@ -91,7 +78,7 @@ def load(server, model, version, max_requests, duration, concurrency, signature,
 def sender_factory(server, model, version, signature, batch_size, images):
     """make_sender for run_load: each worker reuses one connection (a requests.Session or a
     gRPC channel) and sends rows i*batch_size.. of the test set, wrapping around."""
-    pngs = encode_pngs(images[:256]) if signature == c.SIGNATURE_IMAGE_BYTES else None
+    pngs = [encode_png(p) for p in images[:256]] if signature == c.SIGNATURE_IMAGE_BYTES else None
 
     def make_sender():
         if server.rest:
@@ -122,18 +109,15 @@ def progress(so_far) -> None:
     click.echo(f"\r{so_far.requests} requests, {errors} errors, {rate:.0f}/s ", nl=False, err=True)
 
 
-def encode_pngs(images) -> list[bytes]:
+def encode_png(pixels) -> bytes:
     from PIL import Image  # deferred: only --signature predict_image needs Pillow
 
-    encoded = []
-    for pixels in images:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        encoded.append(buffer.getvalue())
-    return encoded
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-@main.group()
+@cli.main.group()
 def rollout() -> None:
     """Staged rollouts with version labels: start, canary, promote, rollback, status.
 
@@ -159,22 +143,29 @@ wait_option = click.option(
 )
 
 
-def rollout_step(command):
-    """The options every step against a running server takes."""
-    for option in reversed((config_option, wait_option, export_dir_option)):
-        command = option(command)
-    return server_options(with_version=False)(command)
+# The options every step against a running server takes.
+rollout_step = cli.option_group(
+    cli.server_options(with_version=False), config_option, wait_option, cli.export_dir_option
+)
 
 
-def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None:
-    from serving import rollout as r
+def relabel(server, model: str, config_path: Path, labels: dict, label: str, wait: float):
+    """Serve ``labels`` and wait until the server's ``label`` names its version."""
+    r.serve(config_path, model, labels)
+    r.wait_for(lambda: server.version_of(model, label), labels[label], f"label {label}", wait)
 
-    r.wait_for(lambda: server.version_of(model, label), wanted, f"label {label}", wait)
+
+def answering_version(server, model: str, version) -> int | None:
+    """The version that answers for ``version``, or None when the server names none (yet)."""
+    try:
+        return server.version_of(model, version)
+    except ServingError:
+        return None
 
 
 @rollout.command("start")
 @config_option
-@model_option
+@cli.model_option
 @click.option(
     "--base-path",
     default=f"/models/{c.MODEL_NAME}",
@@ -182,11 +173,8 @@ def wait_label(server, model: str, label: str, wanted: int, wait: float) -> None
     help="The model base path as the server sees it: absolute, or a URI.",
 )
 @click.argument("version", type=click.IntRange(min=1))
-@one_line_errors
 def rollout_start(config_path, model, base_path, version):
     """Write a first config that serves VERSION as stable (before starting the server)."""
-    from serving import rollout as r
-
     r.start_config(config_path, model, base_path, version)
     click.echo(f"{config_path}: {model} version {version} is {r.STABLE}")
 
@@ -194,12 +182,9 @@ def rollout_start(config_path, model, base_path, version):
 @rollout.command("canary")
 @rollout_step
 @click.argument("version", type=click.IntRange(min=1))
-@one_line_errors
 def rollout_canary(server, model, config_path, wait, export_dir, version):
     """Load VERSION (an export that passed the quality gate) beside stable, then label it
     canary once the server has it."""
-    from serving import rollout as r
-
     labels = r.labels_of(config_path, model, r.STABLE)
     if export_dir.is_dir() and not (export_dir / str(version)).is_dir():
         raise ServingError(f"{export_dir}: no version {version} to load")
@@ -211,21 +196,17 @@ def rollout_canary(server, model, config_path, wait, export_dir, version):
             return version if r.loaded(entry) else None
 
         r.wait_for(available, version, f"{model} version {version}", wait)
-        r.serve(config_path, model, {**labels, r.CANARY: version})
-        wait_label(server, model, r.CANARY, version, wait)
+        relabel(server, model, config_path, {**labels, r.CANARY: version}, r.CANARY, wait)
     click.echo(f"{server.target}: {model} version {version} is {r.CANARY}")
 
 
 @rollout.command("promote")
 @rollout_step
-@run_option
-@cache_dir_option
-@one_line_errors
+@cli.run_option
+@cli.cache_dir_option
 def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache_dir):
     """Make canary stable once serving verify --label canary agrees with the report of the
     run that made it; the old stable becomes previous."""
-    from serving import rollout as r
-
     labels = r.labels_of(config_path, model, r.CANARY)
     images, test_labels = load_mnist_test(cache_dir)
     summary = verify(server, model, r.CANARY, run_dir, export_dir, images, test_labels, 256)
@@ -233,43 +214,30 @@ def rollout_promote(server, model, config_path, wait, export_dir, run_dir, cache
     if labels.get(r.STABLE, new[r.STABLE]) != new[r.STABLE]:
         new[r.PREVIOUS] = labels[r.STABLE]
     with r.restored_on_failure(config_path):
-        r.serve(config_path, model, new)
-        wait_label(server, model, r.STABLE, new[r.STABLE], wait)
+        relabel(server, model, config_path, new, r.STABLE, wait)
     click.echo(f"{summary}\n{model} version {new[r.STABLE]} is {r.STABLE}")
 
 
 @rollout.command("rollback")
 @rollout_step
-@one_line_errors
 def rollout_rollback(server, model, config_path, wait, export_dir):
     """Put the previous stable back as stable and unload the version it replaced."""
-    from serving import rollout as r
-
     labels = r.labels_of(config_path, model, r.PREVIOUS)
     with r.restored_on_failure(config_path):
-        r.serve(config_path, model, {r.STABLE: labels[r.PREVIOUS]})
-        wait_label(server, model, r.STABLE, labels[r.PREVIOUS], wait)
+        relabel(server, model, config_path, {r.STABLE: labels[r.PREVIOUS]}, r.STABLE, wait)
     click.echo(f"{model} version {labels[r.PREVIOUS]} is {r.STABLE} again")
 
 
 @rollout.command("status")
-@server_options(with_version=False)
+@cli.server_options(with_version=False)
 @config_option
-@format_option
-@one_line_errors
+@cli.format_option
 def rollout_status(server, model, config_path, output_format):
     """Each version the server knows, with its state and the labels that name it there,
     and the config file's versions and labels."""
-    from serving import rollout as r
-
     entry = r.read_config(config_path, model)[1]
     labels = dict(sorted(entry.version_labels.items()))
-    served = {}
-    for label in labels:
-        try:
-            served[label] = server.version_of(model, label)
-        except ServingError:
-            served[label] = None  # named in the file, not (yet) by the server
+    served = {label: answering_version(server, model, label) for label in labels}
     versions = [
         {
             "version": int(e["version"]),

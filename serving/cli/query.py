@@ -9,17 +9,7 @@ import click
 import numpy as np
 
 from job.export import contract as c
-from serving import ServingError, client, inputs
-from serving.cli import (
-    address,
-    cache_dir_option,
-    export_dir_option,
-    format_option,
-    main,
-    one_line_errors,
-    run_option,
-    server_options,
-)
+from serving import ServingError, cli, client, inputs
 from serving.verify import verify as verify_deployment
 
 
@@ -35,22 +25,24 @@ json_alias_option = click.option(
 )
 
 
-@main.command()
-@server_options()
+@cli.main.command()
+@cli.server_options()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
-    "--mnist-test", "mnist_range", metavar="START:STOP", callback=address(inputs.parse_index_range),
+    "--mnist-test",
+    "mnist_range",
+    metavar="START:STOP",
+    callback=cli.address(inputs.parse_index_range),
     help="Send MNIST test images by index (needs the data cache: make data).",
-)  # fmt: skip
-@cache_dir_option
+)
+@cli.cache_dir_option
 @click.option(
     "--invert",
     is_flag=True,
     help="Images are dark digits on light paper: decode here and invert (MNIST is light on dark).",
 )
-@format_option
+@cli.format_option
 @json_alias_option
-@one_line_errors
 def predict(server, model, version, files, mnist_range, cache_dir, invert, output_format):
     """Classify image files (PNG/JPEG, any size: resized to 28x28 in the model), .npy pixel
     arrays ([28, 28] or [N, 28, 28], 0..255) and/or MNIST test images."""
@@ -78,31 +70,25 @@ def predict(server, model, version, files, mnist_range, cache_dir, invert, outpu
 def gather_inputs(files, mnist_range: slice | None, cache_dir: Path, invert: bool):
     """-> (row names, true digits or None, request batches): encoded images go to the image
     signature, pixels to serving_default; rows follow the batches' order."""
-    encoded, pixels = [], []  # (names, truths, values) of each input
+    rows = {"image_bytes": [], "pixels": []}  # per kind: (name, true digit or None, value)
     for path in files:
         if not path.exists():
             raise ServingError(f"{path}: no such file")
         if path.suffix.lower() == ".npy":
             array = inputs.read_npy(path)
-            pixels.append(([f"{path.name}[{i}]" for i in range(len(array))], None, array))
+            rows["pixels"] += [(f"{path.name}[{i}]", None, image) for i, image in enumerate(array)]
         elif invert:
-            pixels.append(([path.name], None, inputs.image_to_pixels(path, invert=True)[None]))
+            rows["pixels"].append((path.name, None, inputs.image_to_pixels(path, invert=True)))
         else:
-            encoded.append(([path.name], None, [inputs.read_image_bytes(path)]))
+            rows["image_bytes"].append((path.name, None, inputs.read_image_bytes(path)))
     if mnist_range is not None:
         images, labels = load_mnist_test(cache_dir, mnist_range)
-        names = [f"mnist-test[{mnist_range.start + i}]" for i in range(len(labels))]
-        pixels.append((names, [int(label) for label in labels], images))
-    names, truths, batches = [], [], []
-    for key, given in (("image_bytes", encoded), ("pixels", pixels)):
-        for row_names, row_truths, _ in given:
-            names += row_names
-            truths += row_truths or [None] * len(row_names)
-        if given:
-            values = [v for *_, v in given]
-            batches.append({key: np.concatenate(values) if key == "pixels" else sum(values, [])})
-    client.check_batch(len(names))
-    return names, truths, batches
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            rows["pixels"].append((f"mnist-test[{mnist_range.start + i}]", int(label), image))
+    ordered = rows["image_bytes"] + rows["pixels"]
+    client.check_batch(len(ordered))
+    batches = [{kind: [value for *_, value in given]} for kind, given in rows.items() if given]
+    return [name for name, *_ in ordered], [truth for _, truth, _ in ordered], batches
 
 
 def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
@@ -120,32 +106,29 @@ def load_mnist_test(cache_dir: Path, indices: slice = slice(None)):
     return images[indices], labels[indices]
 
 
-@main.command()
-@server_options()
-@one_line_errors
+@cli.main.command()
+@cli.server_options()
 def status(server, model, version):
     """Model version status (REST GET /v1/models/<model>, gRPC GetModelStatus)."""
     click.echo(json.dumps(server.status(model, version), indent=2))
 
 
-@main.command()
-@server_options()
-@one_line_errors
+@cli.main.command()
+@cli.server_options()
 def metadata(server, model, version):
     """Signatures with their inputs and outputs (REST .../metadata, gRPC GetModelMetadata)."""
     click.echo(json.dumps(server.metadata(model, version), indent=2))
 
 
-@main.command()
-@server_options()
-@run_option
-@export_dir_option
+@cli.main.command()
+@cli.server_options()
+@cli.run_option
+@cli.export_dir_option
 @click.option(
     "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=256, show_default=True,
     help="Images per request.",
 )  # fmt: skip
-@cache_dir_option
-@one_line_errors
+@cli.cache_dir_option
 def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
     test set against the report of the run that made the version served. Exit 0 only when
@@ -156,11 +139,10 @@ def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     )
 
 
-@main.command()
+@cli.main.command()
 @click.argument("export", type=click.Path(path_type=Path, file_okay=False))
-@format_option
+@cli.format_option
 @json_alias_option
-@one_line_errors
 def card(export, output_format):
     """Print the model card of an export: a version folder (models/mnist/3), or a model base
     path (models/mnist: its newest version)."""
