@@ -312,7 +312,6 @@ def spread_text(runs: pd.DataFrame, group_by: list[str], width: int = 40) -> str
     lines = [f"test accuracy from {low:.4f} (left) to {high:.4f} (right)"]
     labels = []
     for key, group in runs.groupby(group_by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
         strip = [" "] * width
         for value in group["test_acc"]:
             strip[column(value)] = "o"
