@@ -105,11 +105,8 @@ def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) 
     """An HTML table; columns whose index is in ``numeric`` are right-aligned."""
 
     def cell(tag, i, value):
-        return (
-            f'<{tag} class="num">{esc(value)}</{tag}>'
-            if i in numeric
-            else f"<{tag}>{esc(value)}</{tag}>"
-        )
+        align = ' class="num"' if i in numeric else ""
+        return f"<{tag}{align}>{esc(value)}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join(
@@ -185,9 +182,7 @@ def per_class_table(report: dict) -> str:
     rows = [
         [
             row.get("digit"),
-            number(row.get("precision")),
-            number(row.get("recall")),
-            number(row.get("f1")),
+            *(number(row.get(k)) for k in ("precision", "recall", "f1")),
             row.get("support"),
         ]
         for row in dig(report, "test.per_class", [])

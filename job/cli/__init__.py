@@ -17,11 +17,7 @@ import sys
 
 import click
 
-from job.cli.errors import expected_errors
-from job.cli.options import DEFAULT_CACHE_DIR
 from job.cpu import enable_onednn_by_default
-
-__all__ = ["DEFAULT_CACHE_DIR", "expected_errors", "main"]
 
 log = logging.getLogger("job")
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from job.export.contract import CACHE_DIR_VARIABLE, DEFAULT_CACHE_DIR
 from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
-
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
 
 
 def option_group(*options):
@@ -26,7 +25,7 @@ def option_group(*options):
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
-    envvar="MNIST_JOB_CACHE_DIR",
+    envvar=CACHE_DIR_VARIABLE,
     default=DEFAULT_CACHE_DIR,
     show_default=True,
     show_envvar=True,
