@@ -1,9 +1,5 @@
 """One training run, stage by stage: setup -> train -> evaluate -> report -> gate -> export
--> commit.
-
-Outputs are staged and moved into the run directory at the end, ``metrics.json`` last: a
-run directory with a report is a finished run.
-"""
+-> commit (the staged outputs moved into the run directory, ``job.rundir``)."""
 
 from __future__ import annotations
 

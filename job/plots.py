@@ -15,8 +15,6 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from job.files import write_atomic  # noqa: E402
 
-TITLES = {"accuracy": "Accuracy vs Epochs", "loss": "Loss vs Epochs"}
-
 
 def learning_curve_figure(history: pd.DataFrame, metric: str) -> Figure:
     """``metric`` (and ``val_<metric>`` when present) against epochs, from the history frame."""
@@ -27,9 +25,7 @@ def learning_curve_figure(history: pd.DataFrame, metric: str) -> Figure:
     frame[columns].rename(columns={metric: "train", f"val_{metric}": "validation"}).plot(
         ax=ax, marker="o", legend=True
     )
-    ax.set(
-        title=TITLES.get(metric, f"{metric} vs Epochs"), xlabel="Epochs", ylabel=metric.capitalize()
-    )
+    ax.set(title=f"{metric.capitalize()} vs Epochs", xlabel="Epochs", ylabel=metric.capitalize())
     ax.set_xticks(frame.index)
     ax.grid(alpha=0.3)
     return fig

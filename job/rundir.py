@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,13 +47,13 @@ def new_run_name(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+@dataclass
 class Claim:
     """A run directory held by this process; see ``claim``."""
 
-    def __init__(self, run_dir: Path, created: bool):
-        self.run_dir = run_dir
-        self.created = created
-        self.started = False  # set once training starts: from then on the folder is kept
+    run_dir: Path
+    created: bool
+    started: bool = False  # set once training starts: from then on the folder is kept
 
     def mark_started(self, options: dict | None = None) -> None:
         """Training starts: keep the folder, and record ``options`` for ``check_same_run``."""

@@ -130,6 +130,7 @@ def report(
     output: Path | None,
 ):
     """Print metrics reports (files or run directories), one row per run or per group."""
+    from job import pages
     from job.files import write_atomic
     from job.report import format_table, read_report, reports_table, summarize_groups
 
@@ -137,13 +138,11 @@ def report(
     columns = [c.strip() for c in (group_by or "").split(",") if c.strip()]
     groups = summarize_groups(runs, columns) if group_by else None
     if output_format == "html":
-        from job import pages, plots
+        from job import plots
 
         spread = plots.figure_png(plots.spread_figure(runs, columns or ["recipe"]))
         text = pages.sweep_page(runs, groups, columns, spread)
     elif output_format == "markdown":
-        from job import pages
-
         text = pages.sweep_markdown(runs, groups, columns or ["recipe"])
     else:
         text = format_table(runs if groups is None else groups, output_format)
