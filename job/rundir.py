@@ -112,9 +112,6 @@ def claim(
         lock_suffix: "" for the process that writes the run's outputs; another worker of a
             multi-worker run passes its own name and holds a lock of its own.
 
-    If the run fails before ``mark_started``, a directory created here is removed again:
-    a run that never started leaves nothing.
-
     Raises:
         JobError: the directory exists though ``exclusive``, another live run holds it, it
             holds a finished run and ``overwrite`` is false, or it cannot be written.
@@ -139,8 +136,8 @@ def claim(
         yield held
         lock.unlink()  # a finished run keeps no lock naming a process long gone
     except BaseException:
-        # Only the writer that holds the lock removes a folder it made: never another
-        # run's, and never one that training has started to fill.
+        # A run that never started leaves nothing; only the writer that holds the lock
+        # removes a folder it made: never another run's, nor one training has started to fill.
         if fd is not None and not lock_suffix and held.created and not held.started:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

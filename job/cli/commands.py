@@ -14,7 +14,6 @@ from job.cli.options import (
     export_dir_option,
     export_version_option,
     gate_options,
-    run_option,
 )
 from job.cpu import import_tensorflow
 from job.errors import JobError
@@ -47,7 +46,13 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_
 
 
 @click.command()
-@run_option("A finished run directory (holds model.keras and metrics.json).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A finished run directory (holds model.keras and metrics.json).",
+)
 @export_dir_option
 @export_version_option
 @gate_options

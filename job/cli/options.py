@@ -109,10 +109,3 @@ gate_options = option_group(
         help="How far under the newest version's test accuracy still passes.",
     ),
 )
-
-
-def run_option(help_text: str):
-    """``--run``: a finished run directory (job export, serving verify, rollout promote)."""
-    return click.option(
-        "--run", "run_dir", type=click.Path(path_type=Path), required=True, help=help_text
-    )
