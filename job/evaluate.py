@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_CLASSES = 10
+from job.export.contract import NUM_CLASSES
 
 
 def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -323,8 +323,6 @@ def sweep_markdown(runs: pd.DataFrame, groups: pd.DataFrame | None, group_by: li
     grouped), the spread per group as a text strip, and every run."""
     from job.report import format_table
 
-    spread = "```text\n" + spread_text(runs, group_by) + "\n```"
-    tables = [format_table(runs, "markdown")]
-    if groups is not None:
-        tables.insert(0, format_table(groups, "markdown"))
-    return "\n\n".join([tables[0], spread, *tables[1:]])
+    parts = [format_table(frame, "markdown") for frame in (groups, runs) if frame is not None]
+    parts.insert(1, "```text\n" + spread_text(runs, group_by) + "\n```")
+    return "\n\n".join(parts)
