@@ -13,7 +13,6 @@ import base64
 import html
 import json
 from pathlib import Path
-from string import Template
 
 import pandas as pd
 
@@ -53,24 +52,22 @@ pre { background: #f6f8fa; padding: .75rem; overflow-x: auto; white-space: pre-w
 }
 """
 
-PAGE = Template("""<!DOCTYPE html>
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document: ``title`` is escaped here, ``body`` must be HTML already."""
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>$title</title>
-<style>$css</style>
+<title>{html.escape(title)}</title>
+<style>{CSS}</style>
 </head>
 <body>
-$body
+{body}
 </body>
 </html>
-""")
-
-
-def page(title: str, body: str) -> str:
-    """A whole HTML document: ``title`` is escaped here, ``body`` must be HTML already."""
-    return PAGE.substitute(title=html.escape(title), css=CSS, body=body)
+"""
 
 
 def esc(value) -> str:

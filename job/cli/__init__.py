@@ -17,6 +17,8 @@ import sys
 
 import click
 
+from job.cli.commands import data_command, export, report
+from job.cli.train import train
 from job.cpu import enable_onednn_by_default
 
 log = logging.getLogger("job")
@@ -43,12 +45,5 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.meta["verbose"] = verbose  # TensorFlow's own lines too (cpu.import_tensorflow)
 
 
-def _register() -> None:
-    from job.cli.commands import data_command, export, report
-    from job.cli.train import train
-
-    for command in (train, data_command, export, report):
-        main.add_command(command)
-
-
-_register()
+for command in (train, data_command, export, report):
+    main.add_command(command)
