@@ -90,7 +90,7 @@ def reports_table(reports: list[dict]) -> pd.DataFrame:
         train = r["config"]["train"]
         rows.append(
             {
-                "run": Path(r["_path"]).parent.name if "_path" in r else "",
+                "run": Path(r["_path"]).parent.name,  # read_report names every report
                 "recipe": train["recipe"],
                 "seed": train["seed"],
                 "epochs": len(r["training"]["history"]),
