@@ -7,7 +7,7 @@ Keras does.
 
 Heavy modules (TensorFlow) are imported inside the commands, so ``--help`` and option
 errors answer at once. One module per group of commands: ``train``, ``commands`` (data,
-export, report); shared options in ``options``.
+export, report); what they share (options, one-line errors) in ``options``.
 """
 
 from __future__ import annotations

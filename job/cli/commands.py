@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from job.cli.errors import expected_errors
 from job.cli.options import (
     cache_dir_option,
     data_options,
+    expected_errors,
     export_dir_option,
     export_version_option,
     gate_options,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from job.cli.errors import expected_errors
 from job.cli.options import (
     data_options,
+    expected_errors,
     export_dir_option,
     export_version_option,
     fraction,
