@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_CLASSES = 10
+from job.export.contract import NUM_CLASSES
 
 
 def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -15,15 +15,6 @@ def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.
             for i in range(0, len(images), batch_size)
         ]
     )
-
-
-def evaluate_on_test(model, images: np.ndarray, labels: np.ndarray):
-    """Test loss, accuracy and probabilities [N, 10], from one pass over the test set: the
-    loss and accuracy the seed's ``model.evaluate`` reports, without a second pass."""
-    probabilities = predict_in_batches(model, images)
-    loss = cross_entropy(labels, probabilities)
-    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels)))
-    return loss, accuracy, probabilities
 
 
 def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, epsilon: float = 1e-7) -> float:
@@ -49,14 +40,8 @@ def per_class_metrics(matrix: np.ndarray) -> list[dict]:
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
     return [
-        {
-            "digit": digit,
-            "precision": float(precision[digit]),
-            "recall": float(recall[digit]),
-            "f1": float(f1[digit]),
-            "support": int(support[digit]),
-        }
-        for digit in range(matrix.shape[0])
+        {"digit": d, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+        for d, (p, r, f, n) in enumerate(zip(precision, recall, f1, support, strict=True))
     ]
 
 

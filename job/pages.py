@@ -13,7 +13,6 @@ import base64
 import html
 import json
 from pathlib import Path
-from string import Template
 
 import pandas as pd
 
@@ -54,24 +53,22 @@ pre { background: #f6f8fa; padding: .75rem; overflow-x: auto; white-space: pre-w
 }
 """
 
-PAGE = Template("""<!DOCTYPE html>
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document: ``title`` is escaped here, ``body`` must be HTML already."""
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>$title</title>
-<style>$css</style>
+<title>{html.escape(title)}</title>
+<style>{CSS}</style>
 </head>
 <body>
-$body
+{body}
 </body>
 </html>
-""")
-
-
-def page(title: str, body: str) -> str:
-    """A whole HTML document: ``title`` is escaped here, ``body`` must be HTML already."""
-    return PAGE.substitute(title=html.escape(title), css=CSS, body=body)
+"""
 
 
 def esc(value) -> str:
@@ -106,11 +103,8 @@ def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) 
     """An HTML table; columns whose index is in ``numeric`` are right-aligned."""
 
     def cell(tag, i, value):
-        return (
-            f'<{tag} class="num">{esc(value)}</{tag}>'
-            if i in numeric
-            else f"<{tag}>{esc(value)}</{tag}>"
-        )
+        align = ' class="num"' if i in numeric else ""
+        return f"<{tag}{align}>{esc(value)}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join(
@@ -162,9 +156,7 @@ def per_class_table(report: dict) -> str:
     rows = [
         [
             row.get("digit"),
-            number(row.get("precision")),
-            number(row.get("recall")),
-            number(row.get("f1")),
+            *(number(row.get(k)) for k in ("precision", "recall", "f1")),
             row.get("support"),
         ]
         for row in dig(report, "test.per_class", [])
@@ -289,7 +281,6 @@ def spread_text(runs: pd.DataFrame, group_by: list[str], width: int = 40) -> str
     lines = [f"test accuracy from {low:.4f} (left) to {high:.4f} (right)"]
     labels = []
     for key, group in runs.groupby(group_by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
         strip = [" "] * width
         for value in group["test_acc"]:
             strip[column(value)] = "o"
@@ -306,8 +297,6 @@ def sweep_markdown(runs: pd.DataFrame, groups: pd.DataFrame | None, group_by: li
     grouped), the spread per group as a text strip, and every run."""
     from job.report import format_table
 
-    spread = "```text\n" + spread_text(runs, group_by) + "\n```"
-    tables = [format_table(runs, "markdown")]
-    if groups is not None:
-        tables.insert(0, format_table(groups, "markdown"))
-    return "\n\n".join([tables[0], spread, *tables[1:]])
+    parts = [format_table(frame, "markdown") for frame in (groups, runs) if frame is not None]
+    parts.insert(1, "```text\n" + spread_text(runs, group_by) + "\n```")
+    return "\n\n".join(parts)

@@ -1,9 +1,5 @@
 """One training run, stage by stage: setup -> train -> evaluate -> report -> gate -> export
--> commit.
-
-Outputs are staged and moved into the run directory at the end, ``metrics.json`` last: a
-run directory with a report is a finished run.
-"""
+-> commit (the staged outputs moved into the run directory, ``job.rundir``)."""
 
 from __future__ import annotations
 
@@ -172,22 +168,23 @@ def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> Evaluati
     from job import evaluate, plots, tensorboard
 
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
-    test_loss, test_accuracy, probabilities = evaluate.evaluate_on_test(
-        net, setup.x_test, arrays.y_test
-    )
-    metrics = evaluate.compute_metrics(arrays.y_test, probabilities)
-    matrix = metrics["confusion_matrix"]
+    # One pass over the test set gives the loss and accuracy the seed's model.evaluate reports.
+    probabilities = evaluate.predict_in_batches(net, setup.x_test)
+    test = {
+        "loss": evaluate.cross_entropy(arrays.y_test, probabilities),
+        **evaluate.compute_metrics(arrays.y_test, probabilities),
+    }
+    matrix = test["confusion_matrix"]
     figures = plots.save_run_figures(staging, result.history, arrays, probabilities, matrix, t.seed)
     save_keras_atomic(net, staging / rundir.MODEL_FILENAME)
     tensorboard.write_run_summary(
         config.run_dir / rundir.TENSORBOARD_DIRNAME,
         {name: (staging / name).read_bytes() for name in figures},
-        tensorboard.hparams_of(config.to_dict()["train"]),
-        test_accuracy,
-        test_loss,
+        config.to_dict()["train"],
+        test,
         run_name=config.run_dir.name,
     )
-    return Evaluation({"loss": test_loss, **metrics, "accuracy": test_accuracy}, figures)
+    return Evaluation(test, figures)
 
 
 def run_record(config: JobConfig, setup: Setup, evaluation: Evaluation) -> dict:

@@ -15,8 +15,6 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from job.files import write_atomic  # noqa: E402
 
-TITLES = {"accuracy": "Accuracy vs Epochs", "loss": "Loss vs Epochs"}
-
 
 def learning_curve_figure(history: pd.DataFrame, metric: str) -> Figure:
     """``metric`` (and ``val_<metric>`` when present) against epochs, from the history frame."""
@@ -27,9 +25,7 @@ def learning_curve_figure(history: pd.DataFrame, metric: str) -> Figure:
     frame[columns].rename(columns={metric: "train", f"val_{metric}": "validation"}).plot(
         ax=ax, marker="o", legend=True
     )
-    ax.set(
-        title=TITLES.get(metric, f"{metric} vs Epochs"), xlabel="Epochs", ylabel=metric.capitalize()
-    )
+    ax.set(title=f"{metric.capitalize()} vs Epochs", xlabel="Epochs", ylabel=metric.capitalize())
     ax.set_xticks(frame.index)
     ax.grid(alpha=0.3)
     return fig
@@ -41,16 +37,14 @@ def predictions_figure(images: np.ndarray, labels: np.ndarray, probabilities: np
     fig = Figure(figsize=(10, 2.6 * rows), layout="constrained")
     axes = fig.subplots(rows, 2, width_ratios=[1, 2.5], squeeze=False)
     for i, (image, label, prob) in enumerate(zip(images, labels, probabilities, strict=True)):
-        predicted = int(np.argmax(prob))
-        axes[i, 0].imshow(np.squeeze(image), cmap="gray_r")
-        axes[i, 0].set_axis_off()
-        axes[i, 0].set_title(f"Digit {int(label)}")
-        bars = axes[i, 1].bar(np.arange(len(prob)), prob, color="tab:blue")
+        predicted, left, right = int(np.argmax(prob)), axes[i, 0], axes[i, 1]
+        left.imshow(np.squeeze(image), cmap="gray_r")
+        left.set_axis_off()
+        left.set_title(f"Digit {int(label)}")
+        bars = right.bar(np.arange(len(prob)), prob, color="tab:blue")
         bars[predicted].set_color("tab:green" if predicted == int(label) else "tab:red")
-        axes[i, 1].set_xticks(np.arange(len(prob)))
-        axes[i, 1].set_ylim(0, 1)
-        axes[i, 1].set_ylabel("Probability")
-        axes[i, 1].set_title(
+        right.set(xticks=np.arange(len(prob)), ylim=(0, 1), ylabel="Probability")
+        right.set_title(
             f"Categorical distribution. True: {int(label)}, model prediction: {predicted} "
             f"({prob[predicted]:.1%})"
         )
@@ -76,21 +70,14 @@ def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
     threshold = matrix.max() / 4
     for (row, col), count in np.ndenumerate(matrix):
         if count:
-            ax.text(
-                col,
-                row,
-                str(count),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if count > threshold else "black",
-            )
+            color = "white" if count > threshold else "black"
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=8, color=color)
     return fig
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG atomically."""
-    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return write_atomic(path, lambda f: f.write(figure_png(fig)))
 
 
 def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, matrix, seed: int):
@@ -111,29 +98,26 @@ def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, 
     return list(figures)
 
 
-def spread_figure(runs: pd.DataFrame, group_by: list[str], value: str = "test_acc") -> Figure:
-    """Every run's ``value`` as a dot, one row per group, with the group's mean as a bar:
+def spread_figure(runs: pd.DataFrame, group_by: list[str]) -> Figure:
+    """Every run's test accuracy as a dot, one row per group, with the group's mean as a bar:
     the spread of a sweep, not only its mean and standard deviation."""
     groups = list(runs.groupby(group_by, sort=True, dropna=False))
     fig = Figure(figsize=(7, 1.2 + 0.55 * len(groups)), layout="constrained")
     ax = fig.add_subplot()
     for row, (_, group) in enumerate(groups):
         rows = row + np.linspace(-0.15, 0.15, len(group)) * (len(group) > 1)  # ties stay apart
-        ax.scatter(group[value], rows, s=36, alpha=0.7, color="tab:blue", zorder=3)
-        ax.plot([group[value].mean()] * 2, [row - 0.3, row + 0.3], color="black", lw=2, zorder=4)
-    labels = [
-        ", ".join(
-            f"{k}={v}"
-            for k, v in zip(group_by, key if isinstance(key, tuple) else (key,), strict=True)
+        ax.scatter(group["test_acc"], rows, s=36, alpha=0.7, color="tab:blue", zorder=3)
+        ax.plot(
+            [group["test_acc"].mean()] * 2, [row - 0.3, row + 0.3], color="black", lw=2, zorder=4
         )
-        + f" ({len(group)})"
+    # Grouped by a list, pandas names every group by a tuple, even of one column.
+    labels = [
+        ", ".join(f"{k}={v}" for k, v in zip(group_by, key, strict=True)) + f" ({len(group)})"
         for key, group in groups
     ]
     ax.set_yticks(range(len(groups)), labels)
     ax.set_ylim(len(groups) - 0.5, -0.5)
-    ax.set(
-        xlabel="Test accuracy" if value == "test_acc" else value, title="Each dot a run; bar: mean"
-    )
+    ax.set(xlabel="Test accuracy", title="Each dot a run; bar: mean")
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -12,10 +12,10 @@ import pandas as pd
 
 from job.cpu import cpu_description, onednn_enabled
 from job.errors import JobError
+from job.export.contract import REPORT_FILE as REPORT_FILENAME
 from job.files import write_json_atomic
 
 SCHEMA_VERSION = 1
-REPORT_FILENAME = "metrics.json"
 
 
 def environment(device_info: dict) -> dict:
@@ -90,7 +90,7 @@ def reports_table(reports: list[dict]) -> pd.DataFrame:
         train = r["config"]["train"]
         rows.append(
             {
-                "run": Path(r["_path"]).parent.name if "_path" in r else "",
+                "run": Path(r["_path"]).parent.name,  # read_report names every report
                 "recipe": train["recipe"],
                 "seed": train["seed"],
                 "epochs": len(r["training"]["history"]),

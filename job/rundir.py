@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,13 +47,13 @@ def new_run_name(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+@dataclass
 class Claim:
     """A run directory held by this process; see ``claim``."""
 
-    def __init__(self, run_dir: Path, created: bool):
-        self.run_dir = run_dir
-        self.created = created
-        self.started = False  # set once training starts: from then on the folder is kept
+    run_dir: Path
+    created: bool
+    started: bool = False  # set once training starts: from then on the folder is kept
 
     def mark_started(self, options: dict | None = None) -> None:
         """Training starts: keep the folder, and record ``options`` for ``check_same_run``."""
@@ -111,9 +112,6 @@ def claim(
         lock_suffix: "" for the process that writes the run's outputs; another worker of a
             multi-worker run passes its own name and holds a lock of its own.
 
-    If the run fails before ``mark_started``, a directory created here is removed again:
-    a run that never started leaves nothing.
-
     Raises:
         JobError: the directory exists though ``exclusive``, another live run holds it, it
             holds a finished run and ``overwrite`` is false, or it cannot be written.
@@ -138,8 +136,8 @@ def claim(
         yield held
         lock.unlink()  # a finished run keeps no lock naming a process long gone
     except BaseException:
-        # Only the writer that holds the lock removes a folder it made: never another
-        # run's, and never one that training has started to fill.
+        # A run that never started leaves nothing; only the writer that holds the lock
+        # removes a folder it made: never another run's, nor one training has started to fill.
         if fd is not None and not lock_suffix and held.created and not held.started:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -19,8 +19,6 @@ import keras
 import tensorflow as tf
 
 TRAIN, VALIDATION = "train", "validation"
-LEARNING_RATE_TAG = "epoch_learning_rate"
-TEST_ACCURACY_TAG, TEST_LOSS_TAG = "test/accuracy", "test/loss"
 
 
 class EpochSummaries(keras.callbacks.Callback):
@@ -57,7 +55,7 @@ class EpochSummaries(keras.callbacks.Callback):
                 for name, value in values.items():
                     tf.summary.scalar(f"epoch_{name}", value)
                 if split == TRAIN and "learning_rate" in entry:
-                    tf.summary.scalar(LEARNING_RATE_TAG, entry["learning_rate"])
+                    tf.summary.scalar("epoch_learning_rate", entry["learning_rate"])
             self._writer(split).flush()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -72,16 +70,11 @@ class EpochSummaries(keras.callbacks.Callback):
         self._writers = {}
 
 
-def hparams_of(train_config: dict) -> dict:
-    """The training configuration as TensorBoard hparams (bool, int, float or str)."""
-    return {k: "none" if v is None else v for k, v in train_config.items()}
-
-
 def write_run_summary(
-    log_dir: Path, figures: dict[str, bytes], hparams: dict, test_accuracy: float,
-    test_loss: float, run_name: str,
-) -> None:  # fmt: skip
-    """The four figures (PNG bytes) as images, the hparams and the test metrics."""
+    log_dir: Path, figures: dict[str, bytes], train_config: dict, test: dict, run_name: str
+) -> None:
+    """The four figures (PNG bytes) as images, the training configuration as hparams and
+    the test loss and accuracy as their metrics."""
     from tensorboard.plugins.hparams import api as hp
 
     for earlier in log_dir.glob("events.out.tfevents.*"):  # a rerun's summary replaces it
@@ -91,7 +84,8 @@ def write_run_summary(
         for name, png in figures.items():
             image = tf.io.decode_png(png, channels=4)[tf.newaxis]
             tf.summary.image(f"figures/{Path(name).stem}", image)
-        hp.hparams(hparams, trial_id=run_name)
-        tf.summary.scalar(TEST_ACCURACY_TAG, test_accuracy)
-        tf.summary.scalar(TEST_LOSS_TAG, test_loss)
+        # hparams take bool, int, float or str only.
+        hp.hparams({k: "none" if v is None else v for k, v in train_config.items()}, run_name)
+        tf.summary.scalar("test/accuracy", test["accuracy"])
+        tf.summary.scalar("test/loss", test["loss"])
     writer.close()

@@ -7,7 +7,7 @@ Keras does.
 
 Heavy modules (TensorFlow) are imported inside the commands, so ``--help`` and option
 errors answer at once. One module per group of commands: ``train``, ``commands`` (data,
-export, report); shared options in ``options``.
+export, report); what they share (options, one-line errors) in ``options``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import sys
 
 import click
 
-from job.cli.errors import expected_errors
-from job.cli.options import DEFAULT_CACHE_DIR
+from job.cli.commands import data_command, export, report
+from job.cli.train import train
 from job.cpu import enable_onednn_by_default
-
-__all__ = ["DEFAULT_CACHE_DIR", "expected_errors", "main"]
 
 log = logging.getLogger("job")
 
@@ -47,12 +45,5 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.meta["verbose"] = verbose  # TensorFlow's own lines too (cpu.import_tensorflow)
 
 
-def _register() -> None:
-    from job.cli.commands import data_command, export, report
-    from job.cli.train import train
-
-    for command in (train, data_command, export, report):
-        main.add_command(command)
-
-
-_register()
+for command in (train, data_command, export, report):
+    main.add_command(command)

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import click
 
-from job.cli.errors import expected_errors
 from job.cli.options import (
     cache_dir_option,
     data_options,
+    expected_errors,
     export_dir_option,
     export_version_option,
     gate_options,
-    run_option,
 )
 from job.cpu import import_tensorflow
 from job.errors import JobError
@@ -47,7 +46,13 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_
 
 
 @click.command()
-@run_option("A finished run directory (holds model.keras and metrics.json).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A finished run directory (holds model.keras and metrics.json).",
+)
 @export_dir_option
 @export_version_option
 @gate_options
@@ -130,6 +135,7 @@ def report(
     output: Path | None,
 ):
     """Print metrics reports (files or run directories), one row per run or per group."""
+    from job import pages
     from job.files import write_atomic
     from job.report import format_table, read_report, reports_table, summarize_groups
 
@@ -137,13 +143,11 @@ def report(
     columns = [c.strip() for c in (group_by or "").split(",") if c.strip()]
     groups = summarize_groups(runs, columns) if group_by else None
     if output_format == "html":
-        from job import pages, plots
+        from job import plots
 
         spread = plots.figure_png(plots.spread_figure(runs, columns or ["recipe"]))
         text = pages.sweep_page(runs, groups, columns, spread)
     elif output_format == "markdown":
-        from job import pages
-
         text = pages.sweep_markdown(runs, groups, columns or ["recipe"])
     else:
         text = format_table(runs if groups is None else groups, output_format)

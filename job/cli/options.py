@@ -1,14 +1,33 @@
-"""Options shared by several commands, and their checks."""
+"""What several commands share: options, their checks, and expected errors as one line."""
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 
 import click
 
+from job.errors import EXIT_INTERRUPTED, JobError
+from job.export.contract import CACHE_DIR_VARIABLE, DEFAULT_CACHE_DIR
 from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
 
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
+
+def expected_errors(command):
+    """Turn a JobError into one line on stderr and its exit code; no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except JobError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper
 
 
 def option_group(*options):
@@ -26,7 +45,7 @@ def option_group(*options):
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
-    envvar="MNIST_JOB_CACHE_DIR",
+    envvar=CACHE_DIR_VARIABLE,
     default=DEFAULT_CACHE_DIR,
     show_default=True,
     show_envvar=True,
@@ -110,10 +129,3 @@ gate_options = option_group(
         help="How far under the newest version's test accuracy still passes.",
     ),
 )
-
-
-def run_option(help_text: str):
-    """``--run``: a finished run directory (job export, serving verify, rollout promote)."""
-    return click.option(
-        "--run", "run_dir", type=click.Path(path_type=Path), required=True, help=help_text
-    )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from job.cli.errors import expected_errors
 from job.cli.options import (
     data_options,
+    expected_errors,
     export_dir_option,
     export_version_option,
     fraction,
@@ -153,39 +154,19 @@ def echo_ending(report: dict, run_dir: Path) -> None:
 
 
 def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
+    """The options as one JobConfig; the recipe fills --epochs and --batch-size not given."""
     recipe = recipe_named(opts["recipe"])
-
-    def pick(name, fallback):
-        return opts[name] if opts[name] is not None else fallback
-
+    defaults = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "validation_split": 0.0}
+    train = {f.name: opts[f.name] for f in fields(TrainConfig)}
+    train.update({k: v for k, v in defaults.items() if train[k] is None})
     run_dir, new_run_dir = default_run_dir(opts["output_dir"], opts["runs_dir"], environ)
+    given = {f.name: opts[f.name] for f in fields(JobConfig) if f.name in opts}
     return JobConfig(
+        **given | {"export_version": opts["export_version"] or opts["version"]},
         run_dir=run_dir,
         new_run_dir=new_run_dir,
-        data_path=opts["data_path"],
-        cache_dir=opts["cache_dir"],
         allow_network=not opts["offline"],
-        export=opts["export"],
-        export_dir=opts["export_dir"],
-        export_version=opts["export_version"] or opts["version"],
-        min_test_accuracy=opts["min_test_accuracy"],
-        gate=opts["gate"],
-        gate_tolerance=opts["gate_tolerance"],
-        overwrite=opts["overwrite"],
-        train=TrainConfig(
-            recipe=recipe.name,
-            epochs=pick("epochs", recipe.epochs),
-            batch_size=pick("batch_size", recipe.batch_size),
-            validation_split=pick("validation_split", 0.0),
-            seed=opts["seed"],
-            limit=opts["limit"],
-            device=opts["device"],
-            deterministic=opts["deterministic"],
-            mixed_precision=opts["mixed_precision"],
-            jit=opts["jit"],
-            steps_per_execution=opts["steps_per_execution"],
-            distribute=opts["distribute"],
-        ),
+        train=TrainConfig(**train),
         environ=environ,
     )
 
