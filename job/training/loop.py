@@ -101,12 +101,7 @@ class Trainer:
         images = tf.pad(images, [[0, pad]] + [[0, 0]] * (len(images.shape) - 1))
         labels = tf.pad(labels, [[0, pad]])
         return list(
-            zip(
-                tf.split(images, self.shards),
-                tf.split(labels, self.shards),
-                tf.split(weights, self.shards),
-                strict=True,
-            )
+            zip(*(tf.split(t, self.shards) for t in (images, labels, weights)), strict=True)
         )
 
     def _gradients_fn(self, images, labels, divisor):
