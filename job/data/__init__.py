@@ -40,12 +40,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def keras_cache_file() -> Path:
-    keras_home = os.environ.get("KERAS_HOME")
-    base = Path(keras_home) if keras_home else Path.home() / ".keras"
-    return base / "datasets" / "mnist.npz"
-
-
 def _dataset(arrays: MnistArrays, source: str, path: Path | str) -> Dataset:
     return Dataset(arrays, source, str(path), arrays_sha256(arrays), is_canonical(arrays))
 
@@ -81,7 +75,9 @@ def load_mnist(
     if cached.exists():
         return _dataset(_require_canonical(read_npz(cached), cached), "cache", cached)
 
-    keras_cached = keras_cache_file()
+    keras_cached = (
+        Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets/mnist.npz"
+    )
     if keras_cached.exists():
         arrays = _require_canonical(read_npz(keras_cached), keras_cached)
         write_npz_atomic(arrays, cached)
