@@ -83,14 +83,6 @@ class JobConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (paths as strings), for the report."""
-
-        def plain(value):
-            return str(value) if isinstance(value, Path) else value
-
-        out = {
-            f.name: plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.name not in ("train", "environ")
-        }
-        out["train"] = dataclasses.asdict(self.train)
-        return out
+        out = dataclasses.asdict(self)
+        del out["environ"]
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

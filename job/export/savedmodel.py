@@ -19,18 +19,17 @@ from job.errors import JobError, OutputError
 from job.export import contract as c
 from job.export.model_card import write_card
 from job.export.signatures import build_archive
-from job.export.versions import (
-    check_version_free,
-    rename_into_version,
-)
+from job.export.versions import check_version_free, rename_into_version
 from job.files import default_mode, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
-def op_error_reason(exc: tf.errors.OpError) -> str:
-    """The reason in a TensorFlow op error, without the op's internal names and paths:
+def write_error_reason(exc: OSError | tf.errors.OpError) -> str:
+    """Why a write failed; for a TensorFlow op error without the op's internal names and paths:
     "...part-00000...; No space left on device [Op:SaveV2]" -> "No space left on device"."""
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
     text = (exc.message or type(exc).__name__).splitlines()[0]
     text = re.sub(r"\s*\[Op:\w+\]$", "", text)
     return text.rsplit("; ", 1)[-1].strip()
@@ -89,14 +88,10 @@ def export_for_serving(
                 write_card(extra, model_card)
             os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
             final = rename_into_version(tmp, export_dir, version)
-        except tf.errors.OpError as exc:  # SaveV2 reports a full disk as ResourceExhausted
-            raise OutputError(
-                f"{export_dir}: cannot write the export ({op_error_reason(exc)})"
-            ) from None
-        except OSError as exc:
-            raise OutputError(
-                f"{export_dir}: cannot write the export ({exc.strerror or exc})"
-            ) from None
+        # SaveV2 reports a full disk as ResourceExhausted, an OpError.
+        except (tf.errors.OpError, OSError) as exc:
+            reason = write_error_reason(exc)
+            raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported SavedModel version %s to %s", final.name, final)

@@ -42,14 +42,11 @@ def configure_threads(used: str, env: Mapping[str, str]) -> None:
     """
     if used != "cpu":
         return
-    wanted = {
-        "TF_NUM_INTRAOP_THREADS": (tf.config.threading.set_intra_op_parallelism_threads, 1),
-        "TF_NUM_INTEROP_THREADS": (
-            tf.config.threading.set_inter_op_parallelism_threads,
-            os.cpu_count() or 1,
-        ),
-    }
-    for variable, (setter, count) in wanted.items():
+    threading = tf.config.threading
+    for variable, setter, count in (
+        ("TF_NUM_INTRAOP_THREADS", threading.set_intra_op_parallelism_threads, 1),
+        ("TF_NUM_INTEROP_THREADS", threading.set_inter_op_parallelism_threads, os.cpu_count() or 1),
+    ):
         given = env.get(variable, "")
         try:
             setter(int(given) if given.isdigit() else count)

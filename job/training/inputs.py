@@ -32,15 +32,8 @@ def make_dataset(
     shuffle_seed: int | None = None,
     translate_pixels: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels), reshuffled each epoch when seeded, prefetched.
-
-    The arrays stay in memory as two tensors. Each epoch draws one seed, shuffles the
-    whole index range in one op, and gathers each batch from that order: the same
-    per-epoch shuffle as a ``shuffle`` buffer of every example, without pushing the
-    examples through the pipeline one at a time. ``translate_pixels``: each batch's images
-    are shifted at random (``random_shifts``) with a seed drawn from the epoch's, so a
-    run's shifts follow ``shuffle_seed``.
-    """
+    """Batches of (images, labels), reshuffled each epoch when seeded (``shuffled_batches``,
+    shifted at random when ``translate_pixels``), prefetched."""
     if translate_pixels and shuffle_seed is None:
         raise ValueError("random shifts need a shuffle seed (they are drawn from it)")
     images_t, labels_t = tf.constant(images), tf.constant(labels.astype(np.int64))
@@ -61,8 +54,11 @@ def make_dataset(
 def shuffled_batches(
     images: tf.Tensor, labels: tf.Tensor, batch_size: int, seed: int, translate_pixels: int
 ) -> tf.data.Dataset:
-    """Each pass draws an epoch seed, shuffles the index range with it and gathers each
-    batch from that order (shifted at random when ``translate_pixels``)."""
+    """Each pass draws an epoch seed, shuffles the whole index range in one op and gathers
+    each batch from that order: the same per-epoch shuffle as a ``shuffle`` buffer of every
+    example, without pushing the examples through the pipeline one at a time. The arrays
+    stay in memory as two tensors; a batch's random shifts take a seed drawn from the
+    epoch's, so a run's shifts follow ``seed``."""
     count = int(images.shape[0])
 
     def one_epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:

@@ -101,12 +101,7 @@ class Trainer:
         images = tf.pad(images, [[0, pad]] + [[0, 0]] * (len(images.shape) - 1))
         labels = tf.pad(labels, [[0, pad]])
         return list(
-            zip(
-                tf.split(images, self.shards),
-                tf.split(labels, self.shards),
-                tf.split(weights, self.shards),
-                strict=True,
-            )
+            zip(*(tf.split(t, self.shards) for t in (images, labels, weights)), strict=True)
         )
 
     def _gradients_fn(self, images, labels, divisor):
@@ -157,34 +152,43 @@ class Trainer:
         """One iterator over ``ds`` repeated, for the whole run, split among the replicas."""
         return iter(self.strategy.experimental_distribute_dataset(ds.repeat()))
 
-    def fit(self, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose) -> None:
-        steps, chunk = batches(train_ds), self.model.steps_per_execution
-        val_steps = tf.constant(batches(val_ds), tf.int64) if val_ds is not None else None
-        hooks = keras.callbacks.CallbackList(
-            callbacks,
-            add_progbar=verbose != 0,
-            model=self.model,
-            verbose=verbose,
-            epochs=epochs,
-            steps=steps,
-        )
-        train_it = self.iterate(train_ds)
-        val_it = self.iterate(val_ds) if val_ds is not None else None
-        hooks.on_train_begin()
-        logs: dict[str, float] = {}
-        for epoch in range(initial_epoch, epochs):
-            hooks.on_epoch_begin(epoch)
-            totals = np.zeros(3)
-            for first in range(0, steps, chunk):
-                hooks.on_train_batch_begin(first)
-                run = min(chunk, steps - first)
-                totals += self._call(self._train_steps, train_it, tf.constant(run, tf.int64))
-                logs = epoch_logs(totals)
-                hooks.on_train_batch_end(first + run - 1, logs)
-            if val_it is not None:
-                logs |= epoch_logs(self._call(self._eval_steps, val_it, val_steps), "val_")
-            hooks.on_epoch_end(epoch, logs)
-        hooks.on_train_end(logs)
+    def fit(self, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose) -> float:
+        """Train from ``initial_epoch`` to ``epochs``, stopped by SIGTERM at the next batch
+        (Preempted, the last backup kept); returns the seconds it took."""
+        guard = PreemptionGuard()
+        guard.install()
+        started = time.perf_counter()
+        try:
+            steps, chunk = batches(train_ds), self.model.steps_per_execution
+            hooks = keras.callbacks.CallbackList(
+                [guard, *callbacks],
+                add_progbar=verbose != 0,
+                model=self.model,
+                verbose=verbose,
+                epochs=epochs,
+                steps=steps,
+            )
+            train_it = self.iterate(train_ds)
+            if val_ds is not None:
+                val_it, val_steps = self.iterate(val_ds), tf.constant(batches(val_ds), tf.int64)
+            hooks.on_train_begin()
+            logs: dict[str, float] = {}
+            for epoch in range(initial_epoch, epochs):
+                hooks.on_epoch_begin(epoch)
+                totals = np.zeros(3)
+                for first in range(0, steps, chunk):
+                    hooks.on_train_batch_begin(first)
+                    run = min(chunk, steps - first)
+                    totals += self._call(self._train_steps, train_it, tf.constant(run, tf.int64))
+                    logs = epoch_logs(totals)
+                    hooks.on_train_batch_end(first + run - 1, logs)
+                if val_ds is not None:
+                    logs |= epoch_logs(self._call(self._eval_steps, val_it, val_steps), "val_")
+                hooks.on_epoch_end(epoch, logs)
+            hooks.on_train_end(logs)
+        finally:
+            guard.uninstall()
+        return time.perf_counter() - started
 
 
 def train_model(
@@ -233,7 +237,7 @@ def train_model(
         # overwrites its log entry, never the reverse (a backed-up epoch with no log entry).
         callbacks = [epoch_log, *([summaries] if summaries else []), backup]
         trainer = Trainer(model, strategy, shards)
-        seconds = fit_guarded(trainer, train_ds, val_ds, epochs, resumed_from, callbacks, verbose)
+        seconds = trainer.fit(train_ds, val_ds, epochs, resumed_from, callbacks, verbose)
         backup.save_finished(model, {"epochs_run": epochs, "seconds": seconds})
     if summaries:
         summaries.close()
@@ -241,16 +245,3 @@ def train_model(
         shutil.rmtree(work, ignore_errors=True)
         return TrainResult([], seconds, resumed_from, writes_outputs=False)
     return TrainResult(epoch_log.history(epochs), seconds, resumed_from)
-
-
-def fit_guarded(trainer: Trainer, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose):
-    """``trainer.fit``, stopped by SIGTERM at the next batch (Preempted, the last backup kept);
-    returns the seconds it took."""
-    guard = PreemptionGuard()
-    guard.install()
-    started = time.perf_counter()
-    try:
-        trainer.fit(train_ds, val_ds, epochs, initial_epoch, [guard, *callbacks], verbose)
-    finally:
-        guard.uninstall()
-    return time.perf_counter() - started
