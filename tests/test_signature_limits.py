@@ -4,8 +4,10 @@ issue #32 found, as regression cases. A request that might decode a bomb goes to
 
 from __future__ import annotations
 
+import gzip
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,6 +229,14 @@ def test_1024_images_over_the_request_bound_are_refused_and_at_it_answered(worke
     assert over.status == "refused" and "request over 8388608 pixels" in over.detail
     edge = worker.ask(c.SIGNATURE_IMAGE_BYTES, [png(128, 64)] * c.MAX_BATCH)  # 8388608
     assert edge.status == "ok", edge
+
+
+def test_a_request_far_over_the_byte_bound_costs_no_more_than_its_own_bytes(worker):
+    """make fuzz (2026-12-06): 1024 copies of this 2 MB GIF of 1085 frames, 2 GB, held 2.06 GB
+    in the worker: the request's own bytes. 64 copies (128 MB) show the same refusal."""
+    found = Path(__file__).parent / "fuzz" / "found" / "gif-1085-frames.gif.gz"
+    answer = worker.ask(c.SIGNATURE_IMAGE_BYTES, [gzip.decompress(found.read_bytes())] * 64)
+    assert answer.status == "refused" and "request over 16777216 bytes" in answer.detail, answer
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -1.0, 256.0, 0.5])

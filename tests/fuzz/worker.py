@@ -111,6 +111,13 @@ def _child(export_dir: str) -> None:
         _send(answers, (*answer, took, _peak_rss() - loaded_rss, time.process_time() - cpu))
 
 
+def request_bytes(value) -> int:
+    """What a request holds: its encoded images' bytes or its pixel array's."""
+    if isinstance(value, list | tuple):
+        return sum(len(item) for item in value)
+    return value.nbytes
+
+
 class Worker:
     """The parent's handle on one child; ``ask`` restarts the child after a crash or timeout."""
 
@@ -157,7 +164,9 @@ class Worker:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
             return Answer("crashed", how, seconds, 0)
         answer = Answer(*reply)
-        if answer.rss_growth > RSS_HEADROOM:
+        # The request's own bytes are held by the server whatever the model does with them
+        # (1024 copies of a 2 MB GIF are 2 GB before the graph refuses them): not counted.
+        if answer.rss_growth - request_bytes(value) > RSS_HEADROOM:
             self.stop()  # its peak stays over the cap: start afresh
             return Answer("memory", f"{answer.rss_growth / 1e9:.2f} GB over the model", *reply[2:])
         return answer
