@@ -1,10 +1,7 @@
-"""Pages people read: ``report.html`` for a run, and a sweep page (HTML or Markdown) for a
-set of runs.
+"""Pages people read: ``report.html`` for a run, a sweep page (HTML or Markdown) for runs.
 
-Pages are self-contained: figures are embedded as base64 PNG data URIs, the CSS is inline,
-and nothing needs JavaScript or the network. Every piece of text is escaped. The functions
-take plain data (a report dict, figure bytes, a table) and return text; reports written
-before a field existed still render (missing values show as a dash).
+Self-contained (figures as data URIs, inline CSS, no JavaScript), every text escaped; a report
+written before a field existed still renders, with a dash for what it lacks.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ import pandas as pd
 from job.export import contract as c
 from job.export.contract import SIGNATURE_OUTPUTS, SIGNATURES, query_examples
 from job.files import write_atomic
+from job.report import format_table
 
 PAGE_FILENAME = "report.html"
 MISSING = "—"
@@ -55,7 +53,7 @@ pre { background: #f6f8fa; padding: .75rem; overflow-x: auto; white-space: pre-w
 
 
 def page(title: str, body: str) -> str:
-    """A whole HTML document: ``title`` is escaped here, ``body`` must be HTML already."""
+    """``title`` is escaped here; ``body`` is HTML already."""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -88,15 +86,12 @@ def number(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else MISSING
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def figure(png: bytes | None, alt: str, caption: str = "") -> str:
     if not png:
         return f'<p class="muted">{esc(alt)}: no figure in this run.</p>'
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{data_uri(png)}" alt="{esc(alt)}">{cap}</figure>'
+    return f'<figure><img src="{uri}" alt="{esc(alt)}">{cap}</figure>'
 
 
 def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
@@ -173,14 +168,7 @@ def run_title(report: dict) -> str:
 
 
 def run_page(report: dict, figures: dict[str, bytes]) -> str:
-    """The run's page: headline, curves, predictions, confusion matrix, per-class table,
-    export, configuration and environment.
-
-    Args:
-        report: a metrics report (``pipeline.build_report``), possibly from an older run.
-        figures: PNG bytes by file name (``accuracy.png``, ``loss.png``, ...); missing ones
-            are said to be missing.
-    """
+    """The run's page from its report and its figures' PNG bytes by file name."""
     sha = dig(report, "data.sha256")
     device = dig(report, "environment.device.used")
     where = ", ".join(
@@ -231,7 +219,6 @@ def run_page(report: dict, figures: dict[str, bytes]) -> str:
 
 
 def write_run_page(path: Path, report: dict, figures: dict[str, bytes]) -> Path:
-    """Write the run's page atomically."""
     text = run_page(report, figures)
     return write_atomic(path, lambda f: f.write(text.encode()))
 
@@ -244,8 +231,7 @@ def frame_table(frame: pd.DataFrame) -> str:
 def sweep_page(
     runs: pd.DataFrame, groups: pd.DataFrame | None, group_by: list[str], spread_png: bytes
 ) -> str:
-    """A page for a set of runs: the spread per group as a plot, the group summary (when
-    grouped) and every run."""
+    """The spread per group as a plot, the group summary (when grouped) and every run."""
     title = f"MNIST sweep: {len(runs)} runs" + (f" by {', '.join(group_by)}" if group_by else "")
     body = [
         f"<h1>{esc(title)}</h1>",
@@ -270,8 +256,8 @@ def sweep_page(
 
 
 def spread_text(runs: pd.DataFrame, group_by: list[str], width: int = 40) -> str:
-    """The spread per group as a strip of text, for Markdown where images cannot be embedded:
-    each ``o`` a run, ``|`` the mean, on one scale from the lowest to the highest run."""
+    """The spread per group as text for Markdown: each ``o`` a run, ``|`` the mean, on one
+    scale from the lowest to the highest run."""
     low, high = runs["test_acc"].min(), runs["test_acc"].max()
     span = (high - low) or 1.0
 
@@ -293,10 +279,7 @@ def spread_text(runs: pd.DataFrame, group_by: list[str], width: int = 40) -> str
 
 
 def sweep_markdown(runs: pd.DataFrame, groups: pd.DataFrame | None, group_by: list[str]) -> str:
-    """The sweep for GitHub job summaries and pull requests: the group summary (when
-    grouped), the spread per group as a text strip, and every run."""
-    from job.report import format_table
-
+    """The sweep page as Markdown, for GitHub job summaries and pull requests."""
     parts = [format_table(frame, "markdown") for frame in (groups, runs) if frame is not None]
     parts.insert(1, "```text\n" + spread_text(runs, group_by) + "\n```")
     return "\n\n".join(parts)

@@ -1,5 +1,5 @@
-"""The JSON metrics report: its schema, environment and timings sections, atomic write,
-reading reports back and tables of them."""
+"""The JSON metrics report: its environment and timings sections, writing and reading it,
+tables of many."""
 
 from __future__ import annotations
 
@@ -38,9 +38,8 @@ def environment(device_info: dict) -> dict:
     }
 
 
-# The run record: what made a model and how well it does. Every export keeps these sections
-# of the report beside the model (assets.extra/mnist_job.json), whichever command wrote it;
-# job.pipeline assembles the rest of the report around it.
+# The run record: what made a model and how well it does, kept beside every export
+# (assets.extra/mnist_job.json) whichever command wrote it.
 RUN_RECORD = ("config", "environment", "data", "model", "test")
 
 
@@ -65,11 +64,7 @@ def write_report(run_dir: Path, report: dict) -> Path:
 
 
 def read_report(path: Path) -> dict:
-    """Read a report (a metrics.json or a run directory holding one).
-
-    Raises:
-        JobError: missing, not JSON, or not a metrics report.
-    """
+    """A metrics.json, or the one in a run directory; JobError if it is not a report."""
     path = path / REPORT_FILENAME if path.is_dir() else path
     try:
         report = json.loads(path.read_text())
@@ -113,12 +108,7 @@ SUMMARISED = ("test_acc", "train_s")  # the columns summarised per group
 
 
 def summarize_groups(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One row per group: the run count, and mean, standard deviation, min and max of test
-    accuracy and training seconds.
-
-    Raises:
-        JobError: a column to group by is not in the table.
-    """
+    """One row per group: the run count, and mean, std, min and max of each SUMMARISED."""
     unknown = [c for c in columns if c not in table.columns]
     if unknown or not columns:
         raise JobError(
@@ -134,7 +124,6 @@ def summarize_groups(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def format_table(table: pd.DataFrame, output_format: str) -> str:
-    """The table as plain text, Markdown, CSV or JSON records."""
     if output_format == "json":
         return table.to_json(orient="records", indent=2)
     if output_format == "csv":
