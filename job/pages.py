@@ -140,7 +140,7 @@ def export_section(report: dict) -> str:
     return (
         f"<h2>Export</h2><p>Version <b>{esc(version)}</b> in <code>{esc(export)}</code>, "
         f"model name <code>{esc(c.MODEL_NAME)}</code>; its model card is "
-        f"<code>assets.extra/model_card.md</code>.</p>"
+        f"<code>assets.extra/{c.CARD_MARKDOWN}</code>.</p>"
         + table(["signature", "input", "outputs"], rows)
         + f"<p>Query it (TF Serving on ports {c.REST_PORT} and {c.GRPC_PORT}):</p>"
         + f"<pre>{esc(query_examples(version))}</pre>"
