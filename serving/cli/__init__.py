@@ -64,9 +64,13 @@ cache_dir_option = click.option(
     help="Where verified MNIST is cached as mnist.npz (make and both CLIs share it).",
 )
 format_option = click.option(
-    "--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-    show_default=True, help="json: one object for programs.",
-)  # fmt: skip
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json: one object for programs.",
+)
 export_dir_option = click.option(
     "--export-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -75,32 +79,44 @@ export_dir_option = click.option(
     help="The model base path here: each version's run record says which run made it.",
 )
 run_option = click.option(
-    "--run", "run_dir", type=click.Path(path_type=Path),
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
     help="Compare with this run's metrics.json.  [default: the run that made the version served]",
-)  # fmt: skip
+)
 _protocol_options = (
     click.option(
-        "--rest", callback=address(client.rest_address), metavar="URL",
+        "--rest",
+        callback=address(client.rest_address),
+        metavar="URL",
         help="REST address, e.g. http://localhost:8501 (host:port means http://).",
     ),
     click.option(
-        "--grpc", "grpc_target", callback=address(client.grpc_address), metavar="HOST:PORT",
+        "--grpc",
+        "grpc_target",
+        callback=address(client.grpc_address),
+        metavar="HOST:PORT",
         help="gRPC address, e.g. localhost:8500 (no scheme).",
     ),
-)  # fmt: skip
+)
 _version_options = (
     click.option(
-        "--version", "model_version", type=click.IntRange(min=1),
+        "--version",
+        "model_version",
+        type=click.IntRange(min=1),
         help="Model version.  [default: the newest the server has]",
     ),
     click.option(
         "--label", help="Version label instead of a number, e.g. stable or canary (version_labels)."
     ),
-)  # fmt: skip
+)
 _timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
     help="Seconds before a request is given up.",
-)  # fmt: skip
+)
 
 
 def server_options(with_version: bool = True):

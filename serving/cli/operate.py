@@ -29,9 +29,12 @@ MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
     help=f"Seconds to send for.  [default: until --requests are sent, at most {MAX_LOAD_SECONDS}]",
 )
 @click.option(
-    "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
     help="Requests in flight at once.",
-)  # fmt: skip
+)
 @click.option(
     "--signature",
     type=click.Choice([c.SIGNATURE_PIXELS, c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES]),
@@ -40,17 +43,34 @@ MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
     help="The signature to load (pixels as uint8 or float32, or PNG bytes).",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=1, show_default=True,
+    "--batch-size",
+    type=click.IntRange(1, c.MAX_BATCH),
+    default=1,
+    show_default=True,
     help="Images per request.",
-)  # fmt: skip
+)
 @click.option(
-    "--max-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
     help="Exit 1 when more than this fraction of the requests failed.",
-)  # fmt: skip
+)
 @cli.format_option
 @cli.cache_dir_option
-def load(server, model, version, max_requests, duration, concurrency, signature, batch_size,
-         max_error_rate, output_format, cache_dir):  # fmt: skip
+def load(
+    server,
+    model,
+    version,
+    max_requests,
+    duration,
+    concurrency,
+    signature,
+    batch_size,
+    max_error_rate,
+    output_format,
+    cache_dir,
+):
     """Load test: send MNIST test images from --concurrency workers until --requests are
     sent or --duration has passed (one of them is needed), then print throughput, latency
     percentiles, errors by code with the first message of each, and the version that

@@ -125,9 +125,12 @@ def metadata(server, model, version):
 @cli.run_option
 @cli.export_dir_option
 @click.option(
-    "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=256, show_default=True,
+    "--batch-size",
+    type=click.IntRange(1, c.MAX_BATCH),
+    default=256,
+    show_default=True,
     help="Images per request.",
-)  # fmt: skip
+)
 @cli.cache_dir_option
 def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
