@@ -1,8 +1,5 @@
-"""python -m serving: query a TensorFlow Serving model over REST or gRPC, and operate it.
-
-The group, its shared options and its one-line errors live here; ``query`` holds predict,
-status, metadata, verify and card, ``operate`` holds load and rollout.
-"""
+"""python -m serving: the group, its shared options and one-line errors; ``query`` and
+``operate`` add the commands."""
 
 from __future__ import annotations
 
@@ -16,8 +13,6 @@ import click
 from job.export import contract as c
 from serving import ServingError, client
 
-EXIT_REQUEST_FAILED = 1
-
 
 class OneLineErrors(click.Group):
     """A group whose commands turn every ServingError into one line and exit 1."""
@@ -27,18 +22,12 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except ServingError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_REQUEST_FAILED)
+            sys.exit(1)
 
 
 def option_group(*options):
     """One decorator for several click options; ``--help`` lists them in the order given."""
-
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+    return lambda command: functools.reduce(lambda f, option: option(f), reversed(options), command)
 
 
 def address(parse):
