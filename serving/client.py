@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -65,8 +64,7 @@ def grpc_address(text: str) -> str:
     return text
 
 
-# A version choice, as TF Serving's ModelSpec has it: a version number, a version label
-# ("stable", "canary"), or None for the newest version the server has.
+# As in TF Serving's ModelSpec: a number, a label ("stable", "canary"), or None for the newest.
 Version = int | str | None
 
 
@@ -144,19 +142,6 @@ def predict_rest(
         }
     except (KeyError, TypeError):
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (gRPC needs it) with fd 2 on /dev/null: TensorFlow 2.21 logs its start-up
-    (oneDNN, CUDA probes) through absl before TF_CPP_MIN_LOG_LEVEL can stop it."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401 - deferred: only gRPC needs it
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _grpc_call(hostport: str, method: str, request, timeout: float, channel=None):

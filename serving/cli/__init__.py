@@ -30,6 +30,19 @@ def option_group(*options):
     return lambda command: functools.reduce(lambda f, option: option(f), reversed(options), command)
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (gRPC needs it) with fd 2 on /dev/null: TensorFlow 2.21 logs its start-up
+    (oneDNN, CUDA probes) through absl before TF_CPP_MIN_LOG_LEVEL can stop it."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401 - deferred: only gRPC needs it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def address(parse):
     """A click callback: the address as ``parse`` makes it, or a usage error (exit 2)."""
 
@@ -42,13 +55,12 @@ def address(parse):
     return callback
 
 
-model_option = click.option("--model", default=c.MODEL_NAME, show_default=True, help="Model name.")
+model_option = click.option("--model", default=c.MODEL_NAME, help="Model name.")
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     envvar=c.CACHE_DIR_VARIABLE,
     default=c.DEFAULT_CACHE_DIR,
-    show_default=True,
     show_envvar=True,
     help="Where verified MNIST is cached as mnist.npz (make and both CLIs share it).",
 )
@@ -57,14 +69,12 @@ format_option = click.option(
     "output_format",
     type=click.Choice(["table", "json"]),
     default="table",
-    show_default=True,
     help="json: one object for programs.",
 )
 export_dir_option = click.option(
     "--export-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=f"models/{c.MODEL_NAME}",
-    show_default=True,
     help="The model base path here: each version's run record says which run made it.",
 )
 run_option = click.option(
@@ -103,7 +113,6 @@ _timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=10.0,
-    show_default=True,
     help="Seconds before a request is given up.",
 )
 
@@ -122,7 +131,7 @@ def server_options(with_version: bool = True):
             if with_version:
                 kwargs["version"] = label or model_version
             if grpc_target and click.get_current_context().find_root().obj == "quiet":
-                client.import_tensorflow_quietly()
+                import_tensorflow_quietly()
             return command(server=client.Server(rest or grpc_target, bool(rest), timeout), **kwargs)
 
         versions = _version_options if with_version else ()
@@ -131,7 +140,10 @@ def server_options(with_version: bool = True):
     return decorate
 
 
-@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=OneLineErrors,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.version_option(package_name="mnist-job", prog_name="mnist-serving")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own log lines.")
 @click.pass_context

@@ -68,9 +68,8 @@ def predict(server, model, version, files, mnist_range, cache_dir, invert, outpu
 
 
 def gather_inputs(files, mnist_range: slice | None, cache_dir: Path, invert: bool):
-    """-> (row names, true digits or None, request batches): encoded images go to the image
-    signature, pixels to serving_default; rows follow the batches' order."""
-    rows = {"image_bytes": [], "pixels": []}  # per kind: (name, true digit or None, value)
+    """-> (row names, true digits or None, request batches: encoded images, then pixels)."""
+    rows = {"image_bytes": [], "pixels": []}  # (name, true digit or None, value) per kind
     for path in files:
         if not path.exists():
             raise ServingError(f"{path}: no such file")
@@ -128,7 +127,6 @@ def metadata(server, model, version):
     "--batch-size",
     type=click.IntRange(1, c.MAX_BATCH),
     default=256,
-    show_default=True,
     help="Images per request.",
 )
 @cli.cache_dir_option
