@@ -1,8 +1,6 @@
 """REST and gRPC clients for the exported model: each call has a deadline, checks its status,
 and turns every failure into a one-line ServingError."""
 
-from __future__ import annotations
-
 import base64
 import contextlib
 import re

@@ -1,8 +1,6 @@
 """What a client sends (pixel arrays, image files, MNIST test indices), checked first: every
 problem is a one-line ServingError, never a traceback."""
 
-from __future__ import annotations
-
 import io
 from pathlib import Path
 

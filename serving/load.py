@@ -1,8 +1,6 @@
 """A load test, like TF Serving's mnist_client.py (--concurrency, --num_tests) but bounded by a
 count and a time, with latency percentiles and errors counted by code."""
 
-from __future__ import annotations
-
 import threading
 import time
 from collections import Counter

@@ -1,8 +1,6 @@
 """Staged rollouts with TF Serving's version labels (stable, canary, previous), by rewriting the
 model config file the server polls (model_servers/main.cc); why each step: docs/serving.md."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import re

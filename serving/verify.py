@@ -1,7 +1,5 @@
 """A post-deploy check: does the served model answer as the run that made it reported?"""
 
-from __future__ import annotations
-
 import json
 import statistics
 import time

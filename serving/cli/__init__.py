@@ -1,8 +1,6 @@
 """python -m serving: the group, its shared options and one-line errors; ``query`` and
 ``operate`` add the commands."""
 
-from __future__ import annotations
-
 import functools
 import os
 import sys

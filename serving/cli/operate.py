@@ -1,7 +1,5 @@
 """Commands that operate a deployment: load, rollout."""
 
-from __future__ import annotations
-
 import io
 import json
 from pathlib import Path
@@ -67,9 +65,10 @@ def load(
     output_format,
     cache_dir,
 ):
-    """Load test: send MNIST test images from --concurrency workers, each request with the
-    --timeout deadline, until --requests are sent or --duration has passed (give one), then
-    print throughput, latency percentiles, errors by code and the version that answered."""
+    """Load test: send MNIST test images from --concurrency workers until --requests are
+    sent or --duration has passed (one of them is needed), then print throughput, latency
+    percentiles, errors by code with the first message of each, and the version that
+    answered. Only the address given is sent to; --timeout is each request's deadline."""
     if max_requests is None and duration is None:
         raise click.UsageError("give --requests N, --duration SECONDS, or both")
     images, _ = load_mnist_test(cache_dir)

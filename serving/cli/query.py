@@ -1,7 +1,5 @@
 """Commands that ask a served model: predict, status, metadata, verify, card."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 
