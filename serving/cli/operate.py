@@ -133,8 +133,10 @@ def encode_png(pixels) -> bytes:
 
 @cli.main.group()
 def rollout() -> None:
-    """Staged rollouts with version labels: each step rewrites the model config file the server
-    polls, waits until the server serves it, and puts it back as it was when it does not."""
+    """Staged rollouts with version labels: start, canary, promote, rollback, status.
+
+    Each step rewrites the model config file the server polls, waits until the server serves
+    it, and puts the file back as it was when the server does not."""
 
 
 config_option = click.option(
