@@ -1,14 +1,8 @@
-"""REST and gRPC clients for the exported model on TensorFlow Serving.
-
-Each call has a deadline, checks its status, and turns every failure into a ServingError
-with one line that says what went wrong.
-"""
-
-from __future__ import annotations
+"""REST and gRPC clients for the exported model: each call has a deadline, checks its status,
+and turns every failure into a one-line ServingError."""
 
 import base64
 import contextlib
-import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -23,13 +17,11 @@ from serving.inputs import check_pixels
 
 
 def _choose_input(pixels, image_bytes, signature: str | None = None):
-    """Exactly one kind of input, within the batch limit and in its signature's dtype (the
-    server casts nothing) -> (signature, input name, values). Pixels go to serving_default
-    as uint8, or to predict_float as float32 when ``signature`` says so."""
+    """-> (signature, input name, values in the signature's dtype: the server casts nothing)."""
     if (pixels is None) == (image_bytes is None):
         raise ServingError("give exactly one of pixels or image_bytes")
     if pixels is not None:
-        pixels = check_pixels(pixels, "pixels")  # uint8, or one line saying why not
+        pixels = check_pixels(pixels, "pixels")
         check_batch(len(pixels))
         if signature == c.SIGNATURE_PIXELS_FLOAT:
             return signature, c.INPUT_PIXELS, pixels.astype(np.float32)
@@ -70,8 +62,7 @@ def grpc_address(text: str) -> str:
     return text
 
 
-# A version choice, as TF Serving's ModelSpec has it: a version number, a version label
-# ("stable", "canary"), or None for the newest version the server has.
+# As in TF Serving's ModelSpec: a number, a label ("stable", "canary"), or None for the newest.
 Version = int | str | None
 
 
@@ -95,15 +86,16 @@ def proto_dict(message) -> dict:
     )
 
 
+NO_SERVER = "cannot connect (is the server running?)"
+
+
 def _rest_call(method: str, url: str, timeout: float, payload=None, session=None) -> dict:
     try:
         response = (session or requests).request(method, url, json=payload, timeout=timeout)
     except requests.exceptions.Timeout:
         raise ServingError(f"{url}: no answer within {timeout:g} s", "DEADLINE_EXCEEDED") from None
     except requests.exceptions.ConnectionError:
-        raise ServingError(
-            f"{url}: cannot connect (is the server running?)", "UNAVAILABLE"
-        ) from None
+        raise ServingError(f"{url}: {NO_SERVER}", "UNAVAILABLE") from None
     except requests.exceptions.RequestException as exc:  # a URL requests cannot use
         raise ServingError(f"{url}: {one_line(exc)}", "UNAVAILABLE") from None
     try:
@@ -130,13 +122,8 @@ def predict_rest(
     signature: str | None = None,
     session: requests.Session | None = None,
 ) -> dict[str, np.ndarray]:
-    """Classify uint8 pixels [N, 28, 28] or encoded images over REST (row format).
-    ``signature``: predict_float sends the pixels as float32; ``session``: a
-    requests.Session to reuse connections (a load test).
-
-    Returns:
-        {"probabilities": float32 [N, 10], "digit": int64 [N]}
-    """
+    """Classify pixels [N, 28, 28] or encoded images over REST (row format) -> {"probabilities":
+    float32 [N, 10], "digit": int64 [N]}. ``session`` reuses connections (a load test)."""
     signature, _, values = _choose_input(pixels, image_bytes, signature)
     if pixels is not None:
         instances = values.tolist()
@@ -155,24 +142,9 @@ def predict_rest(
         raise ServingError(f"{base_url}: unexpected reply {str(body)[:200]}") from None
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (the gRPC stubs need it) with file descriptor 2 on /dev/null:
-    TensorFlow 2.21 logs its start-up (oneDNN, CUDA probes) through absl before anything,
-    TF_CPP_MIN_LOG_LEVEL included, can stop it."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401 - deferred: only gRPC needs it
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _grpc_call(hostport: str, method: str, request, timeout: float, channel=None):
-    """PredictionService.``method`` on a channel of its own (closed after the call), or on
-    ``channel``, reused and left open."""
-    # grpc and the stubs (which import TensorFlow) only for gRPC: REST commands stay light.
+    """PredictionService.``method`` on ``channel``, or on a channel of its own, closed after."""
+    # Deferred: the stubs import TensorFlow, and REST commands stay light.
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -184,14 +156,12 @@ def _grpc_call(hostport: str, method: str, request, timeout: float, channel=None
         try:
             return getattr(service(open_channel), method).future(request, timeout).result()
         except grpc.RpcError as err:
-            code = err.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                message = f"{hostport}: no answer within {timeout:g} s"
-            elif code == grpc.StatusCode.UNAVAILABLE:
-                message = f"{hostport}: cannot connect (is the server running?)"
-            else:
-                message = f"{hostport}: {code.name}: {one_line(err.details())}"
-            raise ServingError(message, code.name) from None
+            code = err.code().name
+            message = {
+                "DEADLINE_EXCEEDED": f"no answer within {timeout:g} s",
+                "UNAVAILABLE": NO_SERVER,
+            }.get(code, f"{code}: {one_line(err.details())}")
+            raise ServingError(f"{hostport}: {message}", code) from None
 
 
 def _model_spec(model: str, version: Version, signature: str | None = None):
@@ -218,9 +188,7 @@ def predict_grpc(
     signature: str | None = None,
     channel=None,
 ) -> dict[str, np.ndarray]:
-    """Classify over gRPC with PredictionService.Predict; same inputs and outputs as REST,
-    and "version": the version that answered (the reply's model_spec).
-    ``channel``: a grpc.Channel to reuse (a load test), else one per call."""
+    """predict_rest over gRPC, plus "version": the one that answered; ``channel`` is reused."""
     import tensorflow as tf  # deferred: gRPC tensors need it, REST does not
     from tensorflow_serving.apis import predict_pb2
 
@@ -243,9 +211,8 @@ def predict_grpc(
 
 @dataclass(frozen=True)
 class Server:
-    """A server at ``target`` over REST (a base URL) or gRPC (HOST:PORT), asked with the
-    ``timeout`` deadline. Status and metadata come back in the REST reply's shape for both
-    (http_rest_api_util.cc: proto field names, defaults printed)."""
+    """A server at a REST base URL or a gRPC HOST:PORT; status and metadata come back in the REST
+    reply's shape for both (http_rest_api_util.cc: proto field names, defaults printed)."""
 
     target: str
     rest: bool

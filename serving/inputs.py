@@ -1,9 +1,5 @@
-"""What a client sends: pixel arrays, image files and MNIST test indices, checked first.
-
-Every problem with an input is a ServingError of one line, never a traceback.
-"""
-
-from __future__ import annotations
+"""What a client sends (pixel arrays, image files, MNIST test indices), checked first: every
+problem is a one-line ServingError, never a traceback."""
 
 import io
 from pathlib import Path

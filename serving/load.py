@@ -1,10 +1,5 @@
-"""A load test: what a server answers at a given concurrency, how fast, and where it refuses.
-
-Like TF Serving's own mnist_client.py (--concurrency, --num_tests), but bounded by a count
-and a time, with latency percentiles and errors counted by code.
-"""
-
-from __future__ import annotations
+"""A load test, like TF Serving's mnist_client.py (--concurrency, --num_tests) but bounded by a
+count and a time, with latency percentiles and errors counted by code."""
 
 import threading
 import time
@@ -13,6 +8,11 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 from serving import ServingError
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value at rank ``q`` (0..1) of ``values``, no interpolation."""
+    return sorted(values)[round(q * (len(values) - 1))]
 
 
 @dataclass
@@ -30,13 +30,6 @@ class LoadResult:
     def requests(self) -> int:
         return len(self.latencies) + sum(self.errors.values())
 
-    def percentile_ms(self, q: float) -> float | None:
-        """None when nothing was answered (JSON has no NaN)."""
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return round(1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2)
-
     def summary(self) -> dict:
         answered = len(self.latencies)
         return {
@@ -49,8 +42,8 @@ class LoadResult:
             "images_per_second": (
                 round(answered * self.images_per_request / self.seconds, 1) if self.seconds else 0.0
             ),
-            "latency_ms": {
-                name: self.percentile_ms(q)
+            "latency_ms": {  # None when nothing was answered: JSON has no NaN
+                name: round(1000 * percentile(self.latencies, q), 2) if self.latencies else None
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
             },
             "errors": dict(sorted(self.errors.items())),
@@ -79,18 +72,16 @@ def run_load(
     max_seconds: float,
     progress,
 ) -> LoadResult:
-    """Send requests from ``concurrency`` workers until ``max_requests`` are sent or
-    ``max_seconds`` have passed, whichever comes first.
+    """Send from ``concurrency`` workers until ``max_requests`` are sent or ``max_seconds`` pass.
 
     Args:
-        make_sender: called once per worker before the clock starts; returns ``send(i)``,
-            which sends request i and raises ServingError (with its code) when it is not
-            answered.
+        make_sender: called per worker before the clock starts; returns ``send(i)``, which
+            sends request i or raises ServingError with its code.
         progress: called about once a second with the LoadResult so far.
     """
     result = LoadResult(images_per_request, concurrency)
     lock, counter = threading.Lock(), iter(range(max_requests or 2**62))
-    senders = [make_sender() for _ in range(concurrency)]  # set up before the clock starts
+    senders = [make_sender() for _ in range(concurrency)]
     started = time.perf_counter()
     deadline = started + max_seconds
 

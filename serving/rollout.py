@@ -1,15 +1,5 @@
-"""Staged rollouts with TF Serving's version labels: `stable` takes the traffic, `canary` is
-tried, `previous` stays loaded for a rollback.
-
-The server reads its model config file again every --model_config_file_poll_wait_seconds
-(model_servers/main.cc; 0, the default, reads it once). Each step rewrites that file
-atomically (a polling server never reads half of it), waits until the server serves what
-it says, and puts the file back as it was when the server does not. A label may only move
-to a version the server has loaded (model_servers/server_core.cc), so a new version is
-first added, then labelled once it is AVAILABLE.
-"""
-
-from __future__ import annotations
+"""Staged rollouts with TF Serving's version labels (stable, canary, previous), by rewriting the
+model config file the server polls (model_servers/main.cc); why each step: docs/serving.md."""
 
 import contextlib
 import os
@@ -41,7 +31,6 @@ def read_config(path: Path, model: str):
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` under a temporary name, then renamed over it."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -60,10 +49,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def start_config(path: Path, model: str, base_path: str, version: int) -> None:
-    """A first config with ``version`` as stable. The server must start with
-    --allow_version_labels_for_unavailable_models: it sets labels before versions load."""
-    # server_core.cc, ValidateModelConfigList (UriIsRelativePath, with tsl's io::ParseURI):
-    # every base path is an absolute path or a URI such as s3://bucket/mnist.
+    """A first config with ``version`` as stable; the server needs
+    --allow_version_labels_for_unavailable_models, as labels come before versions load."""
+    # server_core.cc ValidateModelConfigList (UriIsRelativePath, tsl io::ParseURI): every base
+    # path is an absolute path or a URI such as s3://bucket/mnist.
     if not re.match(r"/|[A-Za-z][0-9A-Za-z.]*://", base_path):
         raise ServingError(
             f"--base-path {base_path!r}: TF Serving takes an absolute path (as the server sees "
@@ -79,8 +68,7 @@ def start_config(path: Path, model: str, base_path: str, version: int) -> None:
 
 
 def serve(path: Path, model: str, labels: dict[str, int], extra: int | None = None) -> None:
-    """Rewrite ``path`` to serve exactly the labelled versions (and ``extra``), with
-    model_version_policy { specific } and these version_labels."""
+    """Rewrite ``path`` to serve exactly the labelled versions (and ``extra``)."""
     config, entry = read_config(path, model)
     entry.model_version_policy.specific.ClearField("versions")
     entry.model_version_policy.specific.versions.extend(
@@ -113,9 +101,8 @@ def labels_of(path: Path, model: str, needed: str) -> dict[str, int]:
 
 
 def loaded(entry: dict) -> bool:
-    """A version's status entry: True once AVAILABLE; ServingError at once when its load
-    failed (state END with an error: get_model_status_impl.cc). START, LOADING and an
-    END left from an earlier unload mean the server has not got there yet."""
+    """True once AVAILABLE; ServingError when the load failed (END with an error:
+    get_model_status_impl.cc). START, LOADING or an END left from an unload mean not yet."""
     error = entry.get("status", {})
     if entry["state"] == "END" and error.get("error_code", "OK") != "OK":
         raise ServingError(
@@ -127,8 +114,7 @@ def loaded(entry: dict) -> bool:
 
 
 def wait_for(served_version, wanted: int, what: str, deadline_s: float) -> None:
-    """Poll ``served_version()`` until it answers ``wanted``, or fail in one line. It may
-    raise ServingError with ``code`` "FAILED" to stop at once."""
+    """Poll ``served_version()`` until it answers ``wanted``; a ServingError "FAILED" stops it."""
     deadline = time.monotonic() + deadline_s
     last = "no answer"
     while True:

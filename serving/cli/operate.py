@@ -1,7 +1,5 @@
 """Commands that operate a deployment: load, rollout."""
 
-from __future__ import annotations
-
 import io
 import json
 from pathlib import Path
@@ -29,28 +27,44 @@ MAX_LOAD_SECONDS = 3600  # serving load stops by itself, whatever it is given
     help=f"Seconds to send for.  [default: until --requests are sent, at most {MAX_LOAD_SECONDS}]",
 )
 @click.option(
-    "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
     help="Requests in flight at once.",
-)  # fmt: skip
+)
 @click.option(
     "--signature",
     type=click.Choice([c.SIGNATURE_PIXELS, c.SIGNATURE_PIXELS_FLOAT, c.SIGNATURE_IMAGE_BYTES]),
     default=c.SIGNATURE_PIXELS,
-    show_default=True,
     help="The signature to load (pixels as uint8 or float32, or PNG bytes).",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=1, show_default=True,
+    "--batch-size",
+    type=click.IntRange(1, c.MAX_BATCH),
+    default=1,
     help="Images per request.",
-)  # fmt: skip
+)
 @click.option(
-    "--max-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
     help="Exit 1 when more than this fraction of the requests failed.",
-)  # fmt: skip
+)
 @cli.format_option
 @cli.cache_dir_option
-def load(server, model, version, max_requests, duration, concurrency, signature, batch_size,
-         max_error_rate, output_format, cache_dir):  # fmt: skip
+def load(
+    server,
+    model,
+    version,
+    max_requests,
+    duration,
+    concurrency,
+    signature,
+    batch_size,
+    max_error_rate,
+    output_format,
+    cache_dir,
+):
     """Load test: send MNIST test images from --concurrency workers until --requests are
     sent or --duration has passed (one of them is needed), then print throughput, latency
     percentiles, errors by code with the first message of each, and the version that
@@ -76,8 +90,8 @@ def load(server, model, version, max_requests, duration, concurrency, signature,
 
 
 def sender_factory(server, model, version, signature, batch_size, images):
-    """make_sender for run_load: each worker reuses one connection (a requests.Session or a
-    gRPC channel) and sends rows i*batch_size.. of the test set, wrapping around."""
+    """run_load's make_sender: each worker reuses one connection and sends rows i*batch_size..
+    of the test set, wrapping around."""
     pngs = [encode_png(p) for p in images[:256]] if signature == c.SIGNATURE_IMAGE_BYTES else None
 
     def make_sender():
@@ -121,9 +135,8 @@ def encode_png(pixels) -> bytes:
 def rollout() -> None:
     """Staged rollouts with version labels: start, canary, promote, rollback, status.
 
-    Each step rewrites the model config file the server polls
-    (--model_config_file_poll_wait_seconds), waits until the server serves it, and puts the
-    file back as it was when the server does not."""
+    Each step rewrites the model config file the server polls, waits until the server serves
+    it, and puts the file back as it was when the server does not."""
 
 
 config_option = click.option(
@@ -131,19 +144,16 @@ config_option = click.option(
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=f"models/{c.MODEL_NAME}.config",
-    show_default=True,
     help="The model config file the server polls (make serve writes and mounts this one).",
 )
 wait_option = click.option(
     "--wait",
     type=click.FloatRange(min=0),
     default=120.0,
-    show_default=True,
     help="Seconds to wait for the server to serve each change.",
 )
 
 
-# The options every step against a running server takes.
 rollout_step = cli.option_group(
     cli.server_options(with_version=False), config_option, wait_option, cli.export_dir_option
 )
@@ -156,7 +166,6 @@ def relabel(server, model: str, config_path: Path, labels: dict, label: str, wai
 
 
 def answering_version(server, model: str, version) -> int | None:
-    """The version that answers for ``version``, or None when the server names none (yet)."""
     try:
         return server.version_of(model, version)
     except ServingError:
@@ -169,7 +178,6 @@ def answering_version(server, model: str, version) -> int | None:
 @click.option(
     "--base-path",
     default=f"/models/{c.MODEL_NAME}",
-    show_default=True,
     help="The model base path as the server sees it: absolute, or a URI.",
 )
 @click.argument("version", type=click.IntRange(min=1))

@@ -1,7 +1,5 @@
 """Commands that ask a served model: predict, status, metadata, verify, card."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 
@@ -68,9 +66,8 @@ def predict(server, model, version, files, mnist_range, cache_dir, invert, outpu
 
 
 def gather_inputs(files, mnist_range: slice | None, cache_dir: Path, invert: bool):
-    """-> (row names, true digits or None, request batches): encoded images go to the image
-    signature, pixels to serving_default; rows follow the batches' order."""
-    rows = {"image_bytes": [], "pixels": []}  # per kind: (name, true digit or None, value)
+    """-> (row names, true digits or None, request batches: encoded images, then pixels)."""
+    rows = {"image_bytes": [], "pixels": []}  # (name, true digit or None, value) per kind
     for path in files:
         if not path.exists():
             raise ServingError(f"{path}: no such file")
@@ -125,9 +122,11 @@ def metadata(server, model, version):
 @cli.run_option
 @cli.export_dir_option
 @click.option(
-    "--batch-size", type=click.IntRange(1, c.MAX_BATCH), default=256, show_default=True,
+    "--batch-size",
+    type=click.IntRange(1, c.MAX_BATCH),
+    default=256,
     help="Images per request.",
-)  # fmt: skip
+)
 @cli.cache_dir_option
 def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
     """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
