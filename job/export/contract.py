@@ -1,7 +1,5 @@
-"""The serving contract: names shared by the exporter (job/export), the clients and tests.
-
-Change a name here and every side changes with it; nothing else spells these strings.
-"""
+"""The serving contract: the names and limits that the exporter, the clients and tests share.
+Plain constants, no TensorFlow: ``serving/`` reads them without loading it."""
 
 from pathlib import Path
 
@@ -79,8 +77,7 @@ SIGNATURE_OUTPUTS = (
 
 
 def query_examples(version: str | None) -> str:
-    """How to ask TF Serving for this model: REST with curl (one blank image), and the
-    project's client over REST and gRPC."""
+    """How to ask TF Serving for this model: curl (a blank image), our REST and gRPC client."""
     at = f"/versions/{version}" if version else ""
     blank = "$(python3 -c 'print([[[0] * 28] * 28])')"
     return (
