@@ -1,5 +1,5 @@
-"""Write the SavedModel into a numbered version folder, atomically, with warm-up requests
-and the run's record; read an export back."""
+"""Write the SavedModel into a numbered version folder, atomically, with warm-up requests,
+the run's record and the model card."""
 
 from __future__ import annotations
 
@@ -58,13 +58,10 @@ def export_for_serving(
     run_info: dict | None = None,
     model_card: dict | None = None,
 ) -> Path:
-    """Write ``<export_dir>/<version>/``: SavedModel, warm-up requests, the run's record and
-    the model card (``model_card.build_card``), when given.
-
-    The model is written to a hidden temporary sibling (TF Serving only loads folders whose
-    names are numbers) and renamed into place in one step, so a server polling
-    ``export_dir`` never sees half a model. An existing version is never replaced; without
-    ``version`` the next free number is taken, also when concurrent exports race for it.
+    """Write ``<export_dir>/<version>/`` (without ``version``, the next free one): SavedModel,
+    warm-up requests, and the run's record and model card when given. It is written to a hidden
+    sibling (TF Serving loads only folders named by numbers) and renamed into place, so a server
+    polling ``export_dir`` never sees half a model; an existing version is never replaced.
 
     Raises:
         JobError: ``version`` already exists, or ``export_dir`` cannot be made.
