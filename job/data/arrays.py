@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from job.errors import DataError
-from job.export.contract import pixel_problem
+from job.export.contract import NUM_CLASSES, pixel_problem
 from job.files import write_atomic
 
 IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # sha256 of each array's C-order bytes in the original MNIST (uint8 images, uint8 labels).
@@ -44,6 +43,10 @@ class Dataset:
     path: str  # the file the arrays were read from
     sha256: str  # checksum over the four arrays (see arrays_sha256)
     canonical: bool  # True when the arrays are byte-exact original MNIST
+
+    @classmethod
+    def of(cls, arrays: MnistArrays, source: str, path: Path | str) -> Dataset:
+        return cls(arrays, source, str(path), arrays_sha256(arrays), is_canonical(arrays))
 
     def describe(self) -> dict:
         a = self.arrays
@@ -97,11 +100,8 @@ def _check_labels(name: str, labels: np.ndarray, count: int, source: object) -> 
 
 
 def verify_arrays(raw: dict[str, np.ndarray], source: object) -> MnistArrays:
-    """Check shapes, dtypes, pixel and label ranges; return the arrays as uint8.
-
-    Raises:
-        DataError: naming ``source`` and the first problem found.
-    """
+    """The arrays as uint8 once their shapes, dtypes, pixels and labels pass; else DataError
+    naming ``source`` and the first problem found."""
     missing = [key for key in ARRAY_KEYS if key not in raw]
     if missing:
         raise DataError(source, f"missing array(s) {', '.join(missing)}")
@@ -118,11 +118,7 @@ def file_sha256(path: Path) -> str:
 
 
 def read_npz(path: Path) -> MnistArrays:
-    """Load a Keras-format mnist.npz without pickle and verify it.
-
-    Raises:
-        DataError: the file is missing, not a readable .npz, needs pickle, or fails checks.
-    """
+    """A Keras-format mnist.npz, read without pickle and verified; else DataError."""
     if not path.exists():
         raise DataError(path, "no such file")
     if path.is_dir():
