@@ -75,20 +75,19 @@ def export_for_serving(
     except OSError as exc:
         raise JobError(f"{export_dir}: cannot write the export ({exc.strerror})") from None
     try:
-        try:
-            build_archive(model).write_out(str(tmp), verbose=False)
-            extra = tmp / "assets.extra"
-            write_warmup_requests(extra / c.WARMUP_FILE)
-            if run_info is not None:
-                write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
-            if model_card is not None:
-                write_card(extra, model_card)
-            os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
-            final = rename_into_version(tmp, export_dir, version)
-        # SaveV2 reports a full disk as ResourceExhausted, an OpError.
-        except (tf.errors.OpError, OSError) as exc:
-            reason = write_error_reason(exc)
-            raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
+        build_archive(model).write_out(str(tmp), verbose=False)
+        extra = tmp / "assets.extra"
+        write_warmup_requests(extra / c.WARMUP_FILE)
+        if run_info is not None:
+            write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
+        if model_card is not None:
+            write_card(extra, model_card)
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
+        final = rename_into_version(tmp, export_dir, version)
+    # SaveV2 reports a full disk as ResourceExhausted, an OpError.
+    except (tf.errors.OpError, OSError) as exc:
+        reason = write_error_reason(exc)
+        raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported SavedModel version %s to %s", final.name, final)
