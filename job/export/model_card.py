@@ -12,7 +12,6 @@ import numpy as np
 from job.export import contract as c
 from job.files import write_atomic, write_json_atomic
 
-CARD_SCHEMA = "mnist-job/model-card/1"
 DATA_FIELDS = ("source", "sha256", "canonical_mnist", "train_examples", "validation_examples")
 
 INPUT = (
@@ -66,7 +65,7 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
     config, data, model, test = (run.get(key) or {} for key in ("config", "data", "model", "test"))
     train, environment = config.get("train") or {}, run.get("environment") or {}
     return {
-        "schema": CARD_SCHEMA,
+        "schema": "mnist-job/model-card/1",
         "model_details": {
             "name": c.MODEL_NAME,
             "description": "The seed notebook's MNIST CNN, trained by mnist-job",
