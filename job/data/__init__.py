@@ -39,9 +39,8 @@ def load_mnist(data_path: Path | None, cache_dir: Path, allow_network: bool = Tr
     if cached.exists():
         return Dataset.of(_require_canonical(read_npz(cached), cached), "cache", cached)
 
-    keras_cached = (
-        Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets/mnist.npz"
-    )
+    keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    keras_cached = keras_home / "datasets/mnist.npz"
     if keras_cached.exists():
         arrays = _require_canonical(read_npz(keras_cached), keras_cached)
         write_npz_atomic(arrays, cached)

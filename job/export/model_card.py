@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from job.export import contract as c
+from job.export.signatures import serving_functions
 from job.files import write_atomic, write_json_atomic
 
 DATA_FIELDS = ("source", "sha256", "canonical_mnist", "train_examples", "validation_examples")
@@ -45,9 +46,6 @@ CONDITIONS = (
 def measure_limits(model, images: np.ndarray, labels: np.ndarray) -> list[dict]:
     """Accuracy on the test images (uint8 [N, 28, 28]) under each condition, answered by the
     serving_default signature this export holds: its scaling and its checks included."""
-    # TensorFlow loads only for measuring: `serving card` reads cards without it.
-    from job.export.signatures import serving_functions
-
     serve = serving_functions(model)[c.SIGNATURE_PIXELS]
     limits = []
     for condition, transform in CONDITIONS:

@@ -21,17 +21,14 @@ def existing_versions(export_dir: Path) -> list[int]:
 
 
 def next_version(export_dir: Path) -> int:
-    versions = existing_versions(export_dir)
-    return versions[-1] + 1 if versions else 1
+    return max(existing_versions(export_dir), default=0) + 1
 
 
 def check_version_free(export_dir: Path, version: int) -> None:
     """Raises JobError if ``version`` exists (the CLI has checked that it is positive)."""
-    if (export_dir / str(version)).exists():
-        raise JobError(
-            f"{export_dir / str(version)}: version {version} already exists; "
-            "it is never overwritten"
-        )
+    folder = export_dir / str(version)
+    if folder.exists():
+        raise JobError(f"{folder}: version {version} already exists; it is never overwritten")
 
 
 def rename_into_version(tmp: Path, export_dir: Path, version: int | None) -> Path:
