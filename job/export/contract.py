@@ -24,7 +24,7 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 MAX_BATCH = 1024  # every signature refuses larger requests (InvalidArgument); split them
 
-# The one pixel rule of every signature, client and data check: refused, never rounded or clipped.
+# Every signature, client and data check applies this one rule: it refuses, never rounds or clips.
 PIXEL_MAX = 255
 PIXEL_RULE = "pixels must be whole numbers 0..255 (no NaN, infinity or fraction)"
 
