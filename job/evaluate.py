@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from job.export.contract import NUM_CLASSES
-
 
 def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Probabilities [N, 10] from plain model calls, which run under every strategy."""
@@ -17,13 +15,13 @@ def predict_in_batches(model, images: np.ndarray, batch_size: int = 1024) -> np.
     )
 
 
-def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, epsilon: float = 1e-7) -> float:
-    """Mean sparse categorical cross-entropy, clipped as Keras clips it."""
-    picked = np.clip(y_prob[np.arange(len(y_prob)), np.asarray(y_true, np.int64)], epsilon, 1.0)
+def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Mean sparse categorical cross-entropy, clipped at 1e-7 as Keras clips it."""
+    picked = np.clip(y_prob[np.arange(len(y_prob)), np.asarray(y_true, np.int64)], 1e-7, 1.0)
     return float(-np.mean(np.log(picked)))
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES):
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int):
     """Rows are true digits, columns predicted digits."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)

@@ -76,13 +76,11 @@ def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG atomically."""
     return write_atomic(path, lambda f: f.write(figure_png(fig)))
 
 
 def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, matrix, seed: int):
-    """A run's four figures into ``out_dir``: the learning curves from the history's
-    DataFrame, four random test images with their predictions, the confusion matrix."""
+    """A run's figures: learning curves, four random test predictions, the confusion matrix."""
     frame = pd.DataFrame(history)
     picks = np.random.default_rng(seed).choice(len(arrays.x_test), 4, replace=False)
     figures = {
@@ -91,7 +89,7 @@ def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, 
         "predictions.png": predictions_figure(
             arrays.x_test[picks], arrays.y_test[picks], probabilities[picks]
         ),
-        "confusion_matrix.png": confusion_matrix_figure(np.asarray(matrix)),
+        "confusion_matrix.png": confusion_matrix_figure(matrix),
     }
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
@@ -123,7 +121,6 @@ def spread_figure(runs: pd.DataFrame, group_by: list[str]) -> Figure:
 
 
 def figure_png(fig: Figure) -> bytes:
-    """``fig`` as PNG bytes, for pages that embed it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

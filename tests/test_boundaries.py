@@ -265,10 +265,8 @@ def test_versions_are_numbered_folders_only(tmp_path):
     assert versions.next_version(tmp_path) == 11
 
 
-def test_version_1_is_the_first_allowed_and_an_existing_one_is_refused(tmp_path):
+def test_an_existing_version_is_refused(tmp_path):
     versions.check_version_free(tmp_path, 1)
-    with pytest.raises(JobError, match="--version must be a positive integer, got 0"):
-        versions.check_version_free(tmp_path, 0)
     (tmp_path / "1").mkdir()
     with pytest.raises(JobError) as err:
         versions.check_version_free(tmp_path, 1)

@@ -70,6 +70,7 @@ def test_report_command_prints_a_table(tmp_path, synthetic_npz):
         (["--epochs", "0"], "must be a positive integer"),
         (["--epochs", "-3"], "must be a positive integer"),
         (["--batch-size", "0"], "must be a positive integer"),
+        (["--export-version", "0"], "must be a positive integer"),
         (["--validation-split", "1.5"], "must be in [0, 1)"),
         (["--validation-split", "-0.1"], "must be in [0, 1)"),
         (["--limit", "100000"], "larger than the 600 training images"),

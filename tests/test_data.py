@@ -212,7 +212,7 @@ def test_float_pixels_that_are_whole_numbers_are_accepted(tmp_path):
 
 
 def test_cache_is_written_atomically(tmp_path, monkeypatch):
-    arrays = data.verify_arrays(make_arrays(50, 20), "test")
+    arrays = data_arrays.verify_arrays(make_arrays(50, 20), "test")
     target = tmp_path / "mnist.npz"
 
     def crash(*args, **kwargs):

@@ -298,13 +298,13 @@ def test_the_export_command_writes_a_card_that_says_when_limits_were_not_measure
     trained_run, tmp_path
 ):
     measured = json.loads(
-        (trained_run["version_dir"] / "assets.extra" / model_card.CARD_JSON).read_text()
+        (trained_run["version_dir"] / "assets.extra" / "model_card.json").read_text()
     )
     assert [row["images"] for row in measured["quantitative_limits"]] == [10_000] * 4
     args = ["export", "--run", trained_run["run_dir"], "--export-dir", tmp_path / "models"]
     empty = ["--no-gate", "--cache-dir", tmp_path / "empty"]
     result = CliRunner().invoke(main, [str(a) for a in [*args, *empty]])
     assert result.exit_code == 0, result.output
-    card = model_card.read_card(tmp_path / "models" / "1")
+    card = (tmp_path / "models" / "1" / "assets.extra" / "model_card.md").read_text()
     assert f"Not measured: no verified MNIST in {tmp_path / 'empty'}." in card
     assert not (tmp_path / "empty").exists()

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from job.errors import DataError
-from job.export.contract import pixel_problem
+from job.export.contract import NUM_CLASSES, pixel_problem
 from job.files import write_atomic
 
 IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # sha256 of each array's C-order bytes in the original MNIST (uint8 images, uint8 labels).
@@ -45,15 +44,18 @@ class Dataset:
     sha256: str  # checksum over the four arrays (see arrays_sha256)
     canonical: bool  # True when the arrays are byte-exact original MNIST
 
+    @classmethod
+    def of(cls, arrays: MnistArrays, source: str, path: Path | str) -> Dataset:
+        return cls(arrays, source, str(path), arrays_sha256(arrays), is_canonical(arrays))
+
     def describe(self) -> dict:
-        a = self.arrays
         return {
             "source": self.source,
             "path": self.path,
             "sha256": self.sha256,
             "canonical_mnist": self.canonical,
-            "train_examples": int(a.x_train.shape[0]),
-            "test_examples": int(a.x_test.shape[0]),
+            "train_examples": len(self.arrays.x_train),
+            "test_examples": len(self.arrays.x_test),
         }
 
 
@@ -97,11 +99,8 @@ def _check_labels(name: str, labels: np.ndarray, count: int, source: object) -> 
 
 
 def verify_arrays(raw: dict[str, np.ndarray], source: object) -> MnistArrays:
-    """Check shapes, dtypes, pixel and label ranges; return the arrays as uint8.
-
-    Raises:
-        DataError: naming ``source`` and the first problem found.
-    """
+    """The arrays as uint8 once their shapes, dtypes, pixels and labels pass; else DataError
+    naming ``source`` and the first problem found."""
     missing = [key for key in ARRAY_KEYS if key not in raw]
     if missing:
         raise DataError(source, f"missing array(s) {', '.join(missing)}")
@@ -118,11 +117,7 @@ def file_sha256(path: Path) -> str:
 
 
 def read_npz(path: Path) -> MnistArrays:
-    """Load a Keras-format mnist.npz without pickle and verify it.
-
-    Raises:
-        DataError: the file is missing, not a readable .npz, needs pickle, or fails checks.
-    """
+    """A Keras-format mnist.npz, read without pickle and verified; else DataError."""
     if not path.exists():
         raise DataError(path, "no such file")
     if path.is_dir():
@@ -136,12 +131,9 @@ def read_npz(path: Path) -> MnistArrays:
     if not magic.startswith(b"PK"):
         # np.load would take any other bytes for a pickle and only then refuse.
         raise DataError(path, "is not a valid .npz file (not a zip archive)")
-    raw: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            for key in ARRAY_KEYS:
-                if key in npz.files:
-                    raw[key] = npz[key]
+            raw = {key: npz[key] for key in ARRAY_KEYS if key in npz.files}
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise DataError(path, "holds Python objects that need pickle; refused") from None
@@ -152,6 +144,4 @@ def read_npz(path: Path) -> MnistArrays:
 
 
 def write_npz_atomic(arrays: MnistArrays, path: Path) -> None:
-    write_atomic(
-        path, lambda f: np.savez_compressed(f, **{k: getattr(arrays, k) for k in ARRAY_KEYS})
-    )
+    write_atomic(path, lambda f: np.savez_compressed(f, **vars(arrays)))

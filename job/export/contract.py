@@ -1,7 +1,5 @@
-"""The serving contract: names shared by the exporter (job/export), the clients and tests.
-
-Change a name here and every side changes with it; nothing else spells these strings.
-"""
+"""The serving contract: the names and limits that the exporter, the clients and tests share.
+Plain constants, no TensorFlow: ``serving/`` reads them without loading it."""
 
 from pathlib import Path
 
@@ -26,8 +24,7 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 MAX_BATCH = 1024  # every signature refuses larger requests (InvalidArgument); split them
 
-# The one pixel rule, for every signature, client and data check: whole numbers 0..255 (a NaN,
-# an infinity, -1, 256 or 0.5 is refused, never rounded or clipped).
+# Every signature, client and data check applies this one rule: it refuses, never rounds or clips.
 PIXEL_MAX = 255
 PIXEL_RULE = "pixels must be whole numbers 0..255 (no NaN, infinity or fraction)"
 
@@ -55,8 +52,7 @@ MAX_IMAGE_PASSES = 16
 MAX_REQUEST_PIXELS = 8 * 1024 * 1024  # the sum of width x height x passes over the request
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # encoded bytes per request
 MAX_REQUEST_GIF_BYTES = 512 * 1024  # of them GIF: finding its frames reads every byte
-# A PNG with a fully transparent pixel is read by its alpha channel, the ink of a digit drawn on
-# an HTML canvas (strokes in alpha, transparent background); every other image by its grey level.
+# An HTML canvas draws strokes in alpha on a transparent background; other images read as grey.
 ALPHA_RULE = "a PNG with a fully transparent pixel is read by its alpha channel (canvas ink)"
 # The bounds above in words, for the model card: what is refused before anything is decoded.
 REFUSED = [
@@ -79,8 +75,7 @@ SIGNATURE_OUTPUTS = (
 
 
 def query_examples(version: str | None) -> str:
-    """How to ask TF Serving for this model: REST with curl (one blank image), and the
-    project's client over REST and gRPC."""
+    """How to ask TF Serving for this model: curl (a blank image), our REST and gRPC client."""
     at = f"/versions/{version}" if version else ""
     blank = "$(python3 -c 'print([[[0] * 28] * 28])')"
     return (
@@ -95,8 +90,7 @@ def query_examples(version: str | None) -> str:
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, read by TF Serving at load
 RUN_INFO_FILE = "mnist_job.json"  # under assets.extra/: the config and metrics that made it
 
-# Files both CLIs read. The MNIST cache: the job verifies the arrays before it writes this
-# file, so clients read it as it is.
+# Files both CLIs read. The job verifies the MNIST cache before it writes it: clients trust it.
 CACHE_DIR_VARIABLE = "MNIST_JOB_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-job"
 MNIST_FILE = "mnist.npz"

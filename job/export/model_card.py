@@ -1,27 +1,18 @@
-"""The model card written into every export: ``assets.extra/model_card.md`` for people and
-``assets.extra/model_card.json`` for programs, in the sections of Google's Model Cards
-(Mitchell et al., 2019): model details, intended use, training data, evaluation, quantitative
-limits, caveats, and how to query the served model.
-
-The limits are measured here, at export time, on the MNIST test set with the digits shifted
-or inverted: a few predictions of the trained model, so a reader knows what happens off the
-training distribution.
-"""
+"""The model card in every export, in the sections of Google's Model Cards (Mitchell et al.,
+2019). Its limits are measured at export time on the MNIST test set shifted or inverted, so a
+reader knows what happens off the training distribution."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from job.export import contract as c
+from job.export.signatures import serving_functions
 from job.files import write_atomic, write_json_atomic
 
-CARD_MARKDOWN = "model_card.md"  # under assets.extra/
-CARD_JSON = "model_card.json"
-CARD_SCHEMA = "mnist-job/model-card/1"
 DATA_FIELDS = ("source", "sha256", "canonical_mnist", "train_examples", "validation_examples")
 
 INPUT = (
@@ -55,9 +46,6 @@ CONDITIONS = (
 def measure_limits(model, images: np.ndarray, labels: np.ndarray) -> list[dict]:
     """Accuracy on the test images (uint8 [N, 28, 28]) under each condition, answered by the
     serving_default signature this export holds: its scaling and its checks included."""
-    # TensorFlow loads only for measuring: `serving card` reads cards without it.
-    from job.export.signatures import serving_functions
-
     serve = serving_functions(model)[c.SIGNATURE_PIXELS]
     limits = []
     for condition, transform in CONDITIONS:
@@ -70,18 +58,12 @@ def measure_limits(model, images: np.ndarray, labels: np.ndarray) -> list[dict]:
 
 
 def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = None) -> dict:
-    """The card's facts from a run's report (or the summary the pipeline builds before it).
-
-    Args:
-        run: a dict with the report's ``config``, ``data``, ``model``, ``test`` and, where
-            present, ``environment``, ``training`` and ``created_utc``.
-        limits: ``measure_limits``'s answer, or None when it could not be measured.
-        limits_note: why the limits are missing, when they are.
-    """
+    """The card's facts from a run's report (or the summary the pipeline builds before it);
+    ``limits`` from ``measure_limits``, or None and ``limits_note`` saying why."""
     config, data, model, test = (run.get(key) or {} for key in ("config", "data", "model", "test"))
     train, environment = config.get("train") or {}, run.get("environment") or {}
     return {
-        "schema": CARD_SCHEMA,
+        "schema": "mnist-job/model-card/1",
         "model_details": {
             "name": c.MODEL_NAME,
             "description": "The seed notebook's MNIST CNN, trained by mnist-job",
@@ -125,136 +107,114 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
     }
 
 
-def _value(value, digits: int = 4) -> str:
+# The Markdown card: the card's facts (values from card_markdown) in its sections, for people.
+MARKDOWN = """\
+# Model card: {details[name]}
+
+## Model details
+
+- {details[description]}; trained {details[trained_utc]}
+- Layers: {layers}; {details[parameters]} parameters
+- Recipe `{details[recipe]}`, {details[epochs]} epochs at batch {details[batch_size]}, \
+seed {details[seed]}; TensorFlow {details[tensorflow]}, Keras {details[keras]}
+- Run: `{details[run_dir]}`
+
+## Intended use
+
+- Primary use: {use[primary_use]}.
+- Input: {use[input]}.
+
+Out of scope:
+
+{out_of_scope}
+
+## Training data
+
+- {data[train_examples]} images from `{data[source]}` ({exact}); \
+{data[validation_examples]} held out for validation
+- sha256 of the arrays: `{data[sha256]}`
+
+## Evaluation
+
+Data: {evaluation[data]}. Accuracy **{evaluation[accuracy]}**, loss {evaluation[loss]}, \
+macro precision {evaluation[macro_precision]}, macro recall {evaluation[macro_recall]}.
+
+{per_class}
+
+## Quantitative limits
+
+{limits}
+
+## Caveats and recommendations
+
+- MNIST's writers are American Census Bureau employees and high-school students; \
+other hands and scripts are not evaluated.
+- Confidence is a softmax probability, not a calibrated one: check the limits above \
+before trusting it off MNIST's distribution.
+
+## How to query it
+
+Model name `{query[model_name]}` on TensorFlow Serving; every signature takes at most \
+{query[max_batch]} inputs per request.
+
+{signatures}
+
+Refused with InvalidArgument (HTTP 400) before anything is decoded: {refused}. \
+And {query[alpha_rule]}.
+
+```sh
+{query[examples]}
+```
+"""
+
+
+def _value(value) -> str:
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.4f}"
     return "—" if value is None else str(value)
 
 
-def _details(details: dict, data: dict) -> list[str]:
-    exact = "byte-exact original MNIST" if data["canonical_mnist"] else "not the original MNIST"
-    return [
-        "## Model details",
-        "",
-        f"- {details['description']}; trained {details['trained_utc']}",
-        f"- Layers: {', '.join(details['architecture'] or []) or '—'}; "
-        f"{_value(details['parameters'])} parameters",
-        f"- Recipe `{_value(details['recipe'])}`, {_value(details['epochs'])} epochs at batch "
-        f"{_value(details['batch_size'])}, seed {_value(details['seed'])}; TensorFlow "
-        f"{_value(details['tensorflow'])}, Keras {_value(details['keras'])}",
-        f"- Run: `{_value(details['run_dir'])}`",
-        "",
-        "## Intended use",
-        "",
-        f"- Primary use: {details['use']['primary_use']}.",
-        f"- Input: {details['use']['input']}.",
-        "",
-        "Out of scope:",
-        "",
-        *[f"- {item}" for item in details["use"]["out_of_scope"]],
-        "",
-        "## Training data",
-        "",
-        f"- {_value(data['train_examples'])} images from `{_value(data['source'])}` ({exact}); "
-        f"{_value(data['validation_examples'])} held out for validation",
-        f"- sha256 of the arrays: `{_value(data['sha256'])}`",
-    ]
-
-
-def _evaluation(evaluation: dict, limits: list[dict] | None, note: str | None) -> list[str]:
-    lines = [
-        "## Evaluation",
-        "",
-        f"Data: {evaluation['data']}. Accuracy **{_value(evaluation['accuracy'])}**, loss "
-        f"{_value(evaluation['loss'])}, macro precision {_value(evaluation['macro_precision'])}, "
-        f"macro recall {_value(evaluation['macro_recall'])}.",
-        "",
-        "| digit | precision | recall | F1 | support |",
-        "| --- | --- | --- | --- | --- |",
-        *[
-            f"| {row['digit']} | {_value(row['precision'])} | {_value(row['recall'])} | "
-            f"{_value(row['f1'])} | {row['support']} |"
-            for row in evaluation["per_class"]
-        ],
-        "",
-        "## Quantitative limits",
-        "",
-    ]
-    if not limits:
-        return [*lines, f"Not measured: {note or 'no test data'}."]
-    return [
-        *lines,
-        "Accuracy on the test set changed as below, measured through the `serving_default` "
-        "signature when this model was exported:",
-        "",
-        "| condition | images | accuracy |",
-        "| --- | --- | --- |",
-        *[f"| {r['condition']} | {r['images']} | {_value(r['accuracy'])} |" for r in limits],
-    ]
-
-
-def _querying(query: dict) -> list[str]:
-    return [
-        "## Caveats and recommendations",
-        "",
-        "- MNIST's writers are American Census Bureau employees and high-school students; "
-        "other hands and scripts are not evaluated.",
-        "- Confidence is a softmax probability, not a calibrated one: check the limits above "
-        "before trusting it off MNIST's distribution.",
-        "",
-        "## How to query it",
-        "",
-        f"Model name `{query['model_name']}` on TensorFlow Serving; every signature takes at "
-        f"most {query['max_batch']} inputs per request.",
-        "",
-        "| signature | input | outputs |",
-        "| --- | --- | --- |",
-        *[f"| `{s['name']}` | {s['input']} | {s['outputs']} |" for s in query["signatures"]],
-        "",
-        f"Refused with InvalidArgument (HTTP 400) before anything is decoded: "
-        f"{'; '.join(query['refused'])}. And {query['alpha_rule']}.",
-        "",
-        "```sh",
-        query["examples"],
-        "```",
-        "",
-    ]
+def _table(header: str, rows: list[dict], keys: tuple[str, ...]) -> str:
+    lines = [f"| {header} |", "|" + " --- |" * len(keys)]
+    lines += [f"| {' | '.join(_value(row[key]) for key in keys)} |" for row in rows]
+    return "\n".join(lines)
 
 
 def card_markdown(card: dict) -> str:
-    """The card as Markdown, section by section."""
-    details = {**card["model_details"], "use": card["intended_use"]}
-    return "\n".join(
-        [
-            f"# Model card: {details['name']}",
-            "",
-            *_details(details, card["training_data"]),
-            "",
-            *_evaluation(
-                card["evaluation"],
-                card["quantitative_limits"],
-                card["quantitative_limits_note"],
-            ),
-            "",
-            *_querying(card["how_to_query"]),
-        ]
+    """The card in MARKDOWN's sections: numbers to 4 places, a missing fact as a dash."""
+    details, data, evaluation = card["model_details"], card["training_data"], card["evaluation"]
+    use, query, limits = card["intended_use"], card["how_to_query"], card["quantitative_limits"]
+    if limits:
+        limits = (
+            "Accuracy on the test set changed as below, measured through the `serving_default` "
+            "signature when this model was exported:\n\n"
+            + _table("condition | images | accuracy", limits, ("condition", "images", "accuracy"))
+        )
+    else:
+        limits = f"Not measured: {card['quantitative_limits_note'] or 'no test data'}."
+    signatures = [{**s, "name": f"`{s['name']}`"} for s in query["signatures"]]
+    return MARKDOWN.format(
+        details={key: _value(value) for key, value in details.items()},
+        layers=", ".join(details["architecture"] or []) or "—",
+        use=use,
+        out_of_scope="\n".join(f"- {item}" for item in use["out_of_scope"]),
+        data={key: _value(value) for key, value in data.items()},
+        exact="byte-exact original MNIST" if data["canonical_mnist"] else "not the original MNIST",
+        evaluation={key: _value(value) for key, value in evaluation.items()},
+        per_class=_table(
+            "digit | precision | recall | F1 | support",
+            evaluation["per_class"],
+            ("digit", "precision", "recall", "f1", "support"),
+        ),
+        limits=limits,
+        query=query,
+        signatures=_table("signature | input | outputs", signatures, ("name", "input", "outputs")),
+        refused="; ".join(query["refused"]),
     )
 
 
 def write_card(folder: Path, card: dict) -> None:
     """Write the card as JSON and Markdown into ``folder`` (assets.extra), atomically."""
-    write_json_atomic(folder / CARD_JSON, card)
+    write_json_atomic(folder / c.CARD_JSON, card)
     text = card_markdown(card)
-    write_atomic(folder / CARD_MARKDOWN, lambda f: f.write(text.encode()))
-
-
-def read_card(version_dir: Path, as_json: bool = False) -> str:
-    """The card of an export version folder, as Markdown or JSON text.
-
-    Raises:
-        FileNotFoundError: the folder has no card.
-    """
-    extra = version_dir / "assets.extra"
-    if as_json:
-        return json.dumps(json.loads((extra / CARD_JSON).read_text()), indent=2)
-    return (extra / CARD_MARKDOWN).read_text()
+    write_atomic(folder / c.CARD_MARKDOWN, lambda f: f.write(text.encode()))

@@ -1,5 +1,5 @@
-"""Write the SavedModel into a numbered version folder, atomically, with warm-up requests
-and the run's record; read an export back."""
+"""Write the SavedModel into a numbered version folder, atomically, with warm-up requests,
+the run's record and the model card."""
 
 from __future__ import annotations
 
@@ -58,13 +58,10 @@ def export_for_serving(
     run_info: dict | None = None,
     model_card: dict | None = None,
 ) -> Path:
-    """Write ``<export_dir>/<version>/``: SavedModel, warm-up requests, the run's record and
-    the model card (``model_card.build_card``), when given.
-
-    The model is written to a hidden temporary sibling (TF Serving only loads folders whose
-    names are numbers) and renamed into place in one step, so a server polling
-    ``export_dir`` never sees half a model. An existing version is never replaced; without
-    ``version`` the next free number is taken, also when concurrent exports race for it.
+    """Write ``<export_dir>/<version>/`` (without ``version``, the next free one): SavedModel,
+    warm-up requests, and the run's record and model card when given. It is written to a hidden
+    sibling (TF Serving loads only folders named by numbers) and renamed into place, so a server
+    polling ``export_dir`` never sees half a model; an existing version is never replaced.
 
     Raises:
         JobError: ``version`` already exists, or ``export_dir`` cannot be made.
@@ -78,20 +75,19 @@ def export_for_serving(
     except OSError as exc:
         raise JobError(f"{export_dir}: cannot write the export ({exc.strerror})") from None
     try:
-        try:
-            build_archive(model).write_out(str(tmp), verbose=False)
-            extra = tmp / "assets.extra"
-            write_warmup_requests(extra / c.WARMUP_FILE)
-            if run_info is not None:
-                write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
-            if model_card is not None:
-                write_card(extra, model_card)
-            os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
-            final = rename_into_version(tmp, export_dir, version)
-        # SaveV2 reports a full disk as ResourceExhausted, an OpError.
-        except (tf.errors.OpError, OSError) as exc:
-            reason = write_error_reason(exc)
-            raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
+        build_archive(model).write_out(str(tmp), verbose=False)
+        extra = tmp / "assets.extra"
+        write_warmup_requests(extra / c.WARMUP_FILE)
+        if run_info is not None:
+            write_json_atomic(extra / c.RUN_INFO_FILE, run_info)
+        if model_card is not None:
+            write_card(extra, model_card)
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
+        final = rename_into_version(tmp, export_dir, version)
+    # SaveV2 reports a full disk as ResourceExhausted, an OpError.
+    except (tf.errors.OpError, OSError) as exc:
+        reason = write_error_reason(exc)
+        raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported SavedModel version %s to %s", final.name, final)

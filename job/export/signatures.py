@@ -1,10 +1,7 @@
-"""The serving graphs around the trained model; scaling and decoding happen here.
-
-The signatures are built by hand with ``keras.export.ExportArchive`` rather than
-``model.export``: Keras 3 renames inputs and outputs when it picks them itself
-(keras-team/keras#19458: ``inputs``, ``output_0``), and ``model.export`` with several outputs
-and an input signature has failed before (keras-team/keras#21258).
-"""
+"""The serving graphs around the trained model; scaling and decoding happen here. Built with
+``keras.export.ExportArchive``, not ``model.export``: Keras 3 renames the inputs and outputs it
+picks (keras-team/keras#19458), and ``model.export`` has failed with several outputs and an
+input signature (keras-team/keras#21258)."""
 
 from __future__ import annotations
 
@@ -25,23 +22,20 @@ def _classify(model: keras.Model, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def _checked(value: tf.Tensor, *rules: tuple) -> tf.Tensor:
-    """``value`` unchanged, or InvalidArgument with the message (text and tensors) of a rule
-    ``(condition, *message)`` that does not hold. Never the assert_* family: a failed one
-    prints its inputs, image bytes and all."""
+    """``value``, or InvalidArgument with the message of a rule ``(condition, *message)`` that
+    fails. Never tf.debugging.assert_*: a failed one prints its inputs, image bytes and all."""
     checks = [tf.debugging.Assert(tf.reduce_all(rule[0]), list(rule[1:])) for rule in rules]
     with tf.control_dependencies(checks):
         return tf.identity(value)
 
 
 def _within_batch_limit(batch: tf.Tensor) -> tf.Tensor:
-    """``batch`` unchanged, or InvalidArgument when it holds over MAX_BATCH inputs."""
     limit = f"a request holds at most {c.MAX_BATCH} inputs; split it"
     return _checked(batch, (tf.shape(batch)[0] <= c.MAX_BATCH, limit))
 
 
 def _of_image_shape(images: tf.Tensor) -> tf.Tensor:
-    """``images`` unchanged, or InvalidArgument unless they are [batch, 28, 28]. A server
-    feeds what a request holds, whatever the signature says; with oneDNN on, TensorFlow's
+    """A server feeds what a request holds, whatever the signature says; with oneDNN on, a
     convolution aborts the whole process on a wrong shape instead of refusing it."""
     return tf.ensure_shape(images, [None, c.IMAGE_SIZE, c.IMAGE_SIZE])
 
@@ -117,7 +111,6 @@ def gif_frames(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Te
 
 
 def _is(encoded: tf.Tensor, kind: str) -> tf.Tensor:
-    """Whether ``encoded`` starts with the contract's magic bytes of ``kind``."""
     magic = c.IMAGE_MAGIC[kind]
     return tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
 
@@ -165,8 +158,7 @@ def image_header_size(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def _check_request(image_bytes: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
-    """``image_bytes`` unchanged, or InvalidArgument when an image or the whole request is over
-    the contract's bounds (``sizes``: each image's [height, width, passes])."""
+    """InvalidArgument over the contract's bounds (``sizes``: [height, width, passes] each)."""
     pixels = sizes[:, 0] * sizes[:, 1]
     work = tf.reduce_sum(pixels * sizes[:, 2])
     largest = f"image larger than {c.MAX_IMAGE_PIXELS} pixels; MNIST digits are 28x28"
@@ -181,7 +173,6 @@ def _check_request(image_bytes: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
 
 
 def _within_request_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
-    """``image_bytes`` unchanged, or InvalidArgument over the contract's bytes per request."""
     sizes = tf.cast(tf.strings.length(image_bytes), tf.int64)
     total, gifs = tf.reduce_sum(sizes), tf.reduce_sum(tf.where(_is(image_bytes, "GIF"), sizes, 0))
     return _checked(
@@ -192,8 +183,7 @@ def _within_request_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
-    """PNG/JPEG/GIF/BMP bytes, already checked by ``_check_request`` -> [28, 28] float32
-    grayscale 0..255; other sizes are resized. Each format has its own decoder:
+    """Checked image bytes -> [28, 28] float32 grey 0..255, resized. A decoder per format:
     ``decode_image`` would also decode formats whose size nobody checked."""
 
     def png():
@@ -234,14 +224,12 @@ def decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _pixel_rule(images: tf.Tensor) -> tf.Tensor:
-    """``images`` unchanged, or InvalidArgument when a pixel breaks the contract's pixel rule
-    (NaN fails every comparison)."""
+    """InvalidArgument when a pixel breaks the contract's rule (NaN fails every comparison)."""
     whole = (images >= 0) & (images <= c.PIXEL_MAX) & (images == tf.round(images))
     return _checked(images, (whole, c.PIXEL_RULE))
 
 
 def serving_functions(model: keras.Model) -> dict[str, tf.types.experimental.PolymorphicFunction]:
-    """The three serving signatures around ``model``, by name."""
     size = c.IMAGE_SIZE
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.uint8, c.INPUT_PIXELS)])
@@ -264,7 +252,6 @@ def serving_functions(model: keras.Model) -> dict[str, tf.types.experimental.Pol
 
 
 def build_archive(model: keras.Model) -> keras.export.ExportArchive:
-    """The export archive: ``model`` and its serving signatures."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, function in serving_functions(model).items():

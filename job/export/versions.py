@@ -1,52 +1,40 @@
 """Numbered version folders under a model base path, as TensorFlow Serving reads them.
-
-No TensorFlow here, so a run can check its ``--version`` before it trains.
-"""
+No TensorFlow here, so a run can check its ``--export-version`` before it trains."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
-import re
 from pathlib import Path
 
 from job.errors import JobError
 from job.export import contract as c
 
-VERSION_DIR = re.compile(r"^\d+$")
 RENAME_TRIES = 100  # versions taken by concurrent exports before giving up
 
 
 def existing_versions(export_dir: Path) -> list[int]:
     if not export_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in export_dir.iterdir() if VERSION_DIR.match(p.name))
+    return sorted(int(p.name) for p in export_dir.iterdir() if p.name.isdecimal())
 
 
 def next_version(export_dir: Path) -> int:
-    versions = existing_versions(export_dir)
-    return versions[-1] + 1 if versions else 1
+    return max(existing_versions(export_dir), default=0) + 1
 
 
 def check_version_free(export_dir: Path, version: int) -> None:
-    """Raises JobError if ``version`` is not a positive number or already exists."""
-    if version < 1:
-        raise JobError(f"--version must be a positive integer, got {version}")
-    if (export_dir / str(version)).exists():
-        raise JobError(
-            f"{export_dir / str(version)}: version {version} already exists; "
-            "it is never overwritten"
-        )
+    """Raises JobError if ``version`` exists (the CLI has checked that it is positive)."""
+    folder = export_dir / str(version)
+    if folder.exists():
+        raise JobError(f"{folder}: version {version} already exists; it is never overwritten")
 
 
 def rename_into_version(tmp: Path, export_dir: Path, version: int | None) -> Path:
-    """Move the finished folder ``tmp`` into place as a version, atomically.
-
-    With ``version`` None it takes the next free number, and the next again when a
-    concurrent export takes that one first: a finished export is never thrown away over a
-    version race. A given ``version`` that appeared meanwhile is refused.
-    """
+    """Move the finished folder ``tmp`` into place as ``version``, atomically. Without one, the
+    next free number, and the next again when a concurrent export takes it first: a finished
+    export is never thrown away over a version race."""
     for _ in range(RENAME_TRIES):
         number = version if version is not None else next_version(export_dir)
         final = export_dir / str(number)
