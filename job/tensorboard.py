@@ -1,14 +1,5 @@
-"""TensorBoard event files in ``<run>/tensorboard``, laid out as Keras' TensorBoard callback
-lays them out: ``train/`` and ``validation/`` with per-epoch ``epoch_loss``,
-``epoch_accuracy`` and (train) ``epoch_learning_rate``, epochs numbered from 1 as in the
-report and the figures; and at the end of a run, in the folder itself, the four figures as
-images and the configuration as hparams with the test accuracy and loss as its metrics
-(the HParams tab).
-
-Every value comes from the run's epoch log, so TensorBoard and ``metrics.json`` agree. A
-resumed run rewrites the epochs it resumes from and then goes on, so no epoch is logged
-twice.
-"""
+"""TensorBoard event files in ``<run>/tensorboard``, laid out as Keras' callback lays them
+out, every value from the run's epoch log so they agree with the report (docs/reports.md)."""
 
 from __future__ import annotations
 

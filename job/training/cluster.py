@@ -1,9 +1,5 @@
-"""The cluster a process belongs to, from TF_CONFIG or Slurm's variables alone.
-
-No TensorFlow here: the CLI and the run directory need to know whether this process is
-one of several workers, and which, before anything starts TensorFlow. Every function
-reads the environment the CLI captured (``read_environment``), never ``os.environ``.
-"""
+"""This process's place in a cluster, from TF_CONFIG or Slurm's variables as the CLI captured
+them; no TensorFlow here: the CLI and the run directory need it before TensorFlow starts."""
 
 from __future__ import annotations
 
@@ -14,14 +10,12 @@ from dataclasses import dataclass
 
 from job.errors import JobError
 
-# The variables the job reads: the cluster (TensorFlow's and Slurm's), its own port base,
-# and TensorFlow's thread counts.
-ENVIRONMENT_PREFIXES = ("TF_CONFIG", "SLURM_", "MNIST_JOB_PORT_BASE", "TF_NUM_")
-
 
 def read_environment() -> dict[str, str]:
-    """The variables the job reads, captured once by the CLI and passed down."""
-    return {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIXES)}
+    """The variables the job reads (the cluster, its port base, TensorFlow's thread counts),
+    captured once by the CLI and passed down."""
+    prefixes = ("TF_CONFIG", "SLURM_", "MNIST_JOB_PORT_BASE", "TF_NUM_")
+    return {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
 
 
 def tf_config(env: Mapping[str, str]) -> dict:

@@ -19,13 +19,9 @@ FUSED_UPDATE, KERAS_UPDATE = "fused", "keras"  # what the report's training.adam
 def make_optimizer(
     recipe: Recipe, steps_per_epoch: int, epochs: int, fused: bool = True
 ) -> tuple[keras.optimizers.Adam, str]:
-    """Adam with default settings, or (fast recipe) with warm-up plus cosine decay and
-    weight decay. Returns (the optimizer, which update it runs).
-
-    ``fused``: each variable's update runs as one fused kernel, when the check in
-    ``fused_adam_kernel_works`` passes; otherwise, and under a distribution strategy
-    (whose variables have one copy per device), Keras' own update runs.
-    """
+    """Adam with default settings, or (fast recipe) warm-up, cosine decay and weight decay;
+    returns it and which update runs: the fused kernel if ``fused`` (off under a strategy,
+    whose variables have a copy per device) and its check passes, else Keras' own."""
     learning_rate = recipe.peak_learning_rate  # the default recipe's: Adam's default 0.001
     if recipe.warmup_cosine:
         warmup = steps_per_epoch
@@ -42,16 +38,10 @@ def make_optimizer(
 
 
 def with_fused_adam_kernel(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
-    """Run each variable's Adam update as TensorFlow's ``ResourceApplyAdam`` kernel.
-
-    The math is Keras' ``Adam.update_step``, the same formula (the step size
-    ``lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)``, epsilon added to ``sqrt(v)``), but in
-    one kernel per variable instead of about ten small ops, which the profile showed
-    mattering at batch 32 (docs/performance.md). It replaces ``update_step`` on this one
-    object, not the class, so a saved model's optimizer is a plain ``Adam`` that loads
-    anywhere. It reads Keras' private ``_get_variable_index``, ``_momentums`` and
-    ``_velocities``: ``fused_adam_kernel_works`` checks them before a run uses it.
-    """
+    """Keras' ``Adam.update_step`` as one ``ResourceApplyAdam`` kernel per variable instead of
+    about ten small ops (docs/performance.md). Patched on this object, not the class, so a
+    saved model's optimizer is a plain ``Adam``; the Keras privates it reads are checked by
+    ``fused_adam_kernel_works`` before a run uses it."""
 
     def update_step(gradient, variable, learning_rate):
         index = optimizer._get_variable_index(variable)

@@ -1,12 +1,5 @@
-"""The multi-worker cluster of a Slurm step, from Slurm's variables alone.
-
-TensorFlow's own ``SlurmClusterResolver`` runs ``nvidia-smi`` to count GPUs and divides
-them among a node's tasks, so it fails on CPU-only nodes and on GPU nodes without
-``nvidia-smi`` on the PATH; and every job it describes listens on port 8888 and up, so two
-jobs on one node collide. This one reads the hosts and tasks from ``SLURM_STEP_NODELIST``
-and ``SLURM_STEP_TASKS_PER_NODE``, takes the GPUs from what Slurm and TensorFlow say, and
-derives its ports from the job and step.
-"""
+"""The multi-worker cluster of a Slurm step, from Slurm's variables alone: TensorFlow's
+``SlurmClusterResolver`` needs ``nvidia-smi`` and puts every job on port 8888 (docs/clusters.md)."""
 
 from __future__ import annotations
 
@@ -62,12 +55,8 @@ def expand_tasks_per_node(text: str) -> list[int]:
 
 
 def port_base(env: Mapping[str, str]) -> int:
-    """The first port of this step's tasks on each node.
-
-    ``MNIST_JOB_PORT_BASE`` wins; then ports Slurm reserved for the step (``srun
-    --resv-ports``); otherwise a base derived from the job and step ids, the same in every
-    task of the step, and different for jobs whose ids are less than 2,500 apart.
-    """
+    """The first port of this step's tasks on each node: ``MNIST_JOB_PORT_BASE``, the step's
+    reserved ports, or one derived from the job and step ids (distinct within 2,500 jobs)."""
     given = env.get(PORT_BASE_VARIABLE)
     if given:
         if not given.isdigit() or not 1024 <= int(given) <= 65535 - PORTS_PER_STEP:
@@ -96,13 +85,8 @@ def worker_addresses(env: Mapping[str, str]) -> list[str]:
 
 
 def gpus_for_this_task(visible: list, tasks_on_node: int, local_id: int, per_task: str) -> list:
-    """The GPUs this task trains on, from those TensorFlow sees.
-
-    When Slurm already gave each task its own GPUs (``--gpus-per-task`` with binding), a
-    task sees just those; when every task sees all of the node's GPUs, each takes an equal
-    share by its local task id; with fewer GPUs than tasks they are shared. ``per_task``:
-    ``SLURM_GPUS_PER_TASK``.
-    """
+    """Those Slurm bound to this task (``per_task``: ``SLURM_GPUS_PER_TASK``), else an equal
+    share of the node's by local task id; with fewer GPUs than tasks, all of them, shared."""
     if per_task.isdigit() and len(visible) == int(per_task):
         return visible
     if tasks_on_node > 1 and len(visible) >= tasks_on_node:
@@ -114,10 +98,8 @@ def gpus_for_this_task(visible: list, tasks_on_node: int, local_id: int, per_tas
 def slurm_cluster_resolver(
     env: Mapping[str, str],
 ) -> tf.distribute.cluster_resolver.ClusterResolver:
-    """This step's cluster for MultiWorkerMirroredStrategy, each task on its own GPUs.
-
-    Must run before TensorFlow's runtime starts (it may change the visible GPUs).
-    """
+    """This step's cluster, each task on its own GPUs. Must run before TensorFlow's runtime
+    starts (it may change the visible GPUs)."""
     addresses = worker_addresses(env)
     task_id = int(_slurm(env, "SLURM_PROCID"))
     local_id = int(env.get("SLURM_LOCALID", "0"))
@@ -128,9 +110,8 @@ def slurm_cluster_resolver(
     if mine != visible:
         tf.config.set_visible_devices(mine, "GPU")
     log.info(
-        "Slurm task %d of %d at %s, %d GPU(s)", task_id, len(addresses), addresses[task_id],
-        len(mine),
-    )  # fmt: skip
+        "Slurm task %d/%d at %s, %d GPU(s)", task_id, len(addresses), addresses[task_id], len(mine)
+    )
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec({"worker": addresses}),
         task_type="worker",

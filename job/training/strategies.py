@@ -36,11 +36,7 @@ def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
 def make_strategy(
     mode: str, per_replica_batch: int, env: Mapping[str, str]
 ) -> tuple[dict, tf.distribute.Strategy]:
-    """Return (what the report records, the strategy). ``--batch-size`` is per replica.
-
-    Raises:
-        JobError: multi-worker without a cluster description.
-    """
+    """Return (what the report records, the strategy). ``--batch-size`` is per replica."""
     resolved = resolve_mode(mode, env)
     tasks = {"single-0": socket.gethostname()}  # the report's distribution.tasks
     if resolved == "none":
