@@ -1,1 +1,1 @@
-"""Training: devices, inputs, optimizer, callbacks, cluster, slurm, strategies and the loop."""
+"""Training: devices, inputs, optimizer, callbacks, cluster, strategies and the loop."""

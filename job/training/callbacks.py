@@ -23,10 +23,8 @@ class EpochLog(keras.callbacks.Callback):
     def __init__(self, path: Path):
         super().__init__()
         self.path = path
-        self.epochs: dict[int, dict] = {}
-        if path.exists():
-            self.epochs = {int(k): v for k, v in json.loads(path.read_text()).items()}
-        self._started = 0.0
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.epochs = {int(k): v for k, v in saved.items()}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -49,9 +47,8 @@ class EpochLog(keras.callbacks.Callback):
 
 
 class EpochBackup(keras.callbacks.Callback):
-    """Model and optimizer state after every epoch, written atomically: Keras' BackupAndRestore
-    writes in place, and a SIGKILL mid-write leaves a file the next run cannot open. Restores
-    from ``restore_dir`` (the chief's), saves to ``save_dir`` (a worker's own)."""
+    """Model and optimizer each epoch, atomically (Keras' BackupAndRestore writes in place: a
+    SIGKILL mid-write leaves a file no run opens); restores the chief's, saves this worker's."""
 
     def __init__(self, restore_dir: Path, save_dir: Path):
         super().__init__()
@@ -82,8 +79,7 @@ class EpochBackup(keras.callbacks.Callback):
                 older.unlink(missing_ok=True)
 
     def save_finished(self, model: keras.Model, record: dict) -> None:
-        """Keep the final weights and ``record`` until the run is committed: a rerun after a
-        later failure (a full disk, say) goes straight to evaluation."""
+        """Keep the final weights and ``record``: a rerun after a later failure skips training."""
         save_keras_atomic(model, self.save_dir / FINAL_MODEL)
         write_json_atomic(self.save_dir / FINISHED_RECORD, record)
 

@@ -72,8 +72,7 @@ def configure_runtime(
 
 
 def batch_shards(used: str, batch_size: int) -> int:
-    """Slices per batch, run side by side: on CPU one per inter-op thread, each of at least 16
-    examples; on GPU one. The gradient sums over the slices: the math does not change."""
+    """Slices per batch: on CPU one per inter-op thread, of at least 16 examples; on GPU one."""
     if used != "cpu":
         return 1
     threads = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1

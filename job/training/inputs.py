@@ -26,8 +26,7 @@ def make_dataset(
     shuffle_seed: int | None = None,
     translate_pixels: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels), reshuffled each epoch when seeded (``shuffled_batches``,
-    shifted at random when ``translate_pixels``), prefetched."""
+    """Batches of (images, labels), prefetched; reshuffled (and shifted) each epoch if seeded."""
     if translate_pixels and shuffle_seed is None:
         raise ValueError("random shifts need a shuffle seed (they are drawn from it)")
     images_t, labels_t = tf.constant(images), tf.constant(labels.astype(np.int64))
@@ -36,11 +35,9 @@ def make_dataset(
     else:
         ds = shuffled_batches(images_t, labels_t, batch_size, shuffle_seed, translate_pixels)
     options = tf.data.Options()
-    # Each worker reads the whole index range and keeps every Nth batch: sharding by DATA
-    # works on any source (there are no files to split by).
+    # Each worker keeps every Nth batch: there are no files to shard by.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # Fixed sizes instead of AUTOTUNE: deleting an autotuned iterator waits for its tuning
-    # thread, which stalls the end of a run (docs/performance.md).
+    # No AUTOTUNE: deleting its iterator waits for the tuning thread (docs/performance.md).
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(4)
 
@@ -71,14 +68,13 @@ def shuffled_batches(
     # Dataset.random re-randomizes on every iteration: one new seed per epoch.
     epoch_seed = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = epoch_seed.take(1).flat_map(one_epoch)
-    # flat_map hides the length; Keras wants it to size epochs without a warning.
+    # flat_map hides the length, which the loop and Keras size epochs by.
     return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
 
 
 def random_shifts(images: tf.Tensor, pixels: int, seed: tf.Tensor) -> tf.Tensor:
-    """Shift each image by its own whole pixels, up to ``pixels`` each way, zero-filled, the
-    same for the same seed: masked slices of the padded batch, cheaper on CPU than Keras'
-    bilinear ``RandomTranslation``."""
+    """Shift each image by up to ``pixels`` whole pixels each way, zero-filled, seeded: masked
+    slices of the padded batch, cheaper on CPU than Keras' bilinear ``RandomTranslation``."""
     count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     choices = 2 * pixels + 1
     offsets = tf.random.stateless_uniform(

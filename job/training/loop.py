@@ -24,8 +24,7 @@ from job.training.inputs import batches
 
 log = logging.getLogger(__name__)
 
-# How a collective op fails when a peer is gone: its connection closed, the health check's
-# abort ("cluster check alive failed"), or a timeout.
+# A peer gone: its connection closed, the health check's abort, or a timeout.
 errors = tf.errors
 PEER_FAILURES = (errors.UnavailableError, errors.DeadlineExceededError, errors.AbortedError)
 
@@ -64,12 +63,9 @@ class Trainer:
         self.strategy = strategy
         self.shards = shards
         self.replicas = strategy.num_replicas_in_sync
-        # --jit: XLA compiles each replica's forward and backward pass.
-        self._gradients = (
-            tf.function(self._gradients_fn, jit_compile=True)
-            if model.jit_compile
-            else self._gradients_fn
-        )
+        self._gradients = self._gradients_fn
+        if model.jit_compile:  # --jit: XLA compiles each replica's forward and backward pass
+            self._gradients = tf.function(self._gradients_fn, jit_compile=True)
         # (iterator, steps) -> summed (loss, correct, examples) over ``steps`` steps.
         self._train_steps = tf.function(functools.partial(self._run_steps, self.replica_step))
         self._eval_steps = tf.function(functools.partial(self._run_steps, self._eval_step))
@@ -84,9 +80,7 @@ class Trainer:
         weights = tf.pad(tf.ones([count]), [[0, pad]])
         images = tf.pad(images, [[0, pad]] + [[0, 0]] * (len(images.shape) - 1))
         labels = tf.pad(labels, [[0, pad]])
-        return list(
-            zip(*(tf.split(t, self.shards) for t in (images, labels, weights)), strict=True)
-        )
+        return zip(*(tf.split(t, self.shards) for t in (images, labels, weights)), strict=True)
 
     def _gradients_fn(self, images, labels, divisor):
         optimizer = self.model.optimizer
@@ -137,8 +131,7 @@ class Trainer:
         return iter(self.strategy.experimental_distribute_dataset(ds.repeat()))
 
     def fit(self, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose) -> float:
-        """Train from ``initial_epoch`` to ``epochs``, stopped by SIGTERM at the next batch
-        (Preempted, the last backup kept); returns the seconds it took."""
+        """Train from ``initial_epoch`` to ``epochs``; returns the seconds it took."""
         started = time.perf_counter()
         with PreemptionGuard() as guard:
             steps, chunk = batches(train_ds), self.model.steps_per_execution
@@ -180,12 +173,8 @@ def train_model(
     strategy: tf.distribute.Strategy | None = None,
     shards: int = 1,
 ) -> TrainResult:
-    """Fit ``model``, every worker resuming from the chief's ``run_dir/backup``; the backup
-    stays until the run is committed, so a rerun after a later failure skips training.
-
-    Raises:
-        Preempted: SIGTERM arrived; the backup of the last finished epoch is kept.
-    """
+    """Fit ``model``, every worker resuming from the chief's ``run_dir/backup`` (kept until the
+    run is committed); raises Preempted on SIGTERM, the last finished epoch's backup kept."""
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategies.is_chief(strategy)
     work = strategies.work_dir(run_dir, strategy)
@@ -193,7 +182,6 @@ def train_model(
     verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
     epoch_log = EpochLog(work / HISTORY_FILENAME)
     backup = EpochBackup(run_dir / BACKUP_DIRNAME, work / BACKUP_DIRNAME)
-    # The summaries read the log's entry, so TensorBoard and the report agree.
     summaries = EpochSummaries(run_dir / TENSORBOARD_DIRNAME, epoch_log) if chief else None
     with strategy.scope():  # optimizer variables are made under the strategy, for restore
         model.optimizer.build(model.trainable_variables)

@@ -19,17 +19,15 @@ FUSED_UPDATE, KERAS_UPDATE = "fused", "keras"  # what the report's training.adam
 def make_optimizer(
     recipe: Recipe, steps_per_epoch: int, epochs: int, fused: bool = True
 ) -> tuple[keras.optimizers.Adam, str]:
-    """Adam with default settings, or (fast recipe) warm-up, cosine decay and weight decay;
-    returns it and which update runs: the fused kernel if ``fused`` (off under a strategy,
-    whose variables have a copy per device) and its check passes, else Keras' own."""
+    """Adam with defaults, or (fast recipe) warm-up, cosine decay and weight decay; returns it
+    and its update: the fused kernel where ``fused`` (one device) and its check pass."""
     learning_rate = recipe.peak_learning_rate  # the default recipe's: Adam's default 0.001
     if recipe.warmup_cosine:
-        warmup = steps_per_epoch
         learning_rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=recipe.peak_learning_rate / 10,
-            decay_steps=max(1, steps_per_epoch * epochs - warmup),
+            decay_steps=max(1, steps_per_epoch * (epochs - 1)),
             warmup_target=recipe.peak_learning_rate,
-            warmup_steps=warmup,
+            warmup_steps=steps_per_epoch,  # one epoch
         )
     adam = keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=recipe.weight_decay)
     if fused and fused_adam_kernel_works():
@@ -38,10 +36,9 @@ def make_optimizer(
 
 
 def with_fused_adam_kernel(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
-    """Keras' ``Adam.update_step`` as one ``ResourceApplyAdam`` kernel per variable instead of
-    about ten small ops (docs/performance.md). Patched on this object, not the class, so a
-    saved model's optimizer is a plain ``Adam``; the Keras privates it reads are checked by
-    ``fused_adam_kernel_works`` before a run uses it."""
+    """Keras' ``Adam.update_step`` as one ``ResourceApplyAdam`` kernel per variable, not ten
+    small ops (docs/performance.md); on this object, so a saved model's is a plain ``Adam``.
+    ``fused_adam_kernel_works`` checks the Keras privates it reads before a run uses it."""
 
     def update_step(gradient, variable, learning_rate):
         index = optimizer._get_variable_index(variable)
@@ -68,8 +65,7 @@ def with_fused_adam_kernel(optimizer: keras.optimizers.Adam) -> keras.optimizers
 
 @functools.cache
 def fused_adam_kernel_works() -> bool:
-    """Two Adam steps on a tiny variable, Keras' update against the fused kernel: the Keras
-    internals it reads exist and still mean what they meant. Logs one line when not."""
+    """Two Adam steps each way: do the Keras privates the fused kernel reads still fit?"""
     gradients = (tf.constant([0.5, -1.0, 2.0]), tf.constant([-0.25, 3.0, 1.0]))
     try:
         results = []
