@@ -74,7 +74,7 @@ def build_loop(images, labels, keras_adam: bool, whole_batches: bool):
 
     batch, chunk = DEFAULT_RECIPE.batch_size, DEFAULT_STEPS_PER_EXECUTION
     train_ds = inputs.make_dataset(images, labels, batch, shuffle_seed=1)
-    steps_per_epoch = inputs.steps_per_epoch(len(images), batch)
+    steps_per_epoch = inputs.batches(train_ds)
     adam, _ = optimizer.make_optimizer(DEFAULT_RECIPE, steps_per_epoch, DEFAULT_RECIPE.epochs)
     net = model.get_model(images.shape[1:])
     model.compile_model(

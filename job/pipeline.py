@@ -133,7 +133,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     batch = distribution["global_batch_size"]
     train_ds = inputs.make_dataset(x_fit, y_fit, batch, t.seed, recipe.translate_pixels)
     val_ds = inputs.make_dataset(*validation, batch) if validation else None
-    steps = inputs.steps_per_epoch(len(x_fit), batch)
+    steps = inputs.batches(train_ds)
     one_device = distribution["mode"] == "none"
     with strategy.scope():
         net = model.get_model(x_fit.shape[1:])

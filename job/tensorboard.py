@@ -1,14 +1,4 @@
-"""TensorBoard event files in ``<run>/tensorboard``, laid out as Keras' TensorBoard callback
-lays them out: ``train/`` and ``validation/`` with per-epoch ``epoch_loss``,
-``epoch_accuracy`` and (train) ``epoch_learning_rate``, epochs numbered from 1 as in the
-report and the figures; and at the end of a run, in the folder itself, the four figures as
-images and the configuration as hparams with the test accuracy and loss as its metrics
-(the HParams tab).
-
-Every value comes from the run's epoch log, so TensorBoard and ``metrics.json`` agree. A
-resumed run rewrites the epochs it resumes from and then goes on, so no epoch is logged
-twice.
-"""
+"""TensorBoard event files laid out as Keras' callback lays them out (docs/reports.md)."""
 
 from __future__ import annotations
 
@@ -18,12 +8,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-TRAIN, VALIDATION = "train", "validation"
+SPLITS = {"train": "", "validation": "val_"}  # event folder: its keys' prefix in the log
 
 
 class EpochSummaries(keras.callbacks.Callback):
-    """Writes each finished epoch of ``epoch_log`` (a callbacks.EpochLog placed before this
-    one) to the train and validation event files."""
+    """Each finished epoch of ``epoch_log`` (an EpochLog placed before this) as event files."""
 
     def __init__(self, log_dir: Path, epoch_log):
         super().__init__()
@@ -37,29 +26,23 @@ class EpochSummaries(keras.callbacks.Callback):
         return self._writers[split]
 
     def restart(self, completed_epochs: int) -> None:
-        """Start the event files afresh with the first ``completed_epochs`` epochs of the log:
-        whatever a cut-off process wrote after its last backup is gone."""
+        """Rewrite the event files from the log's first ``completed_epochs`` epochs alone."""
         self.close()
-        for split in (TRAIN, VALIDATION):
+        for split in SPLITS:
             shutil.rmtree(self.log_dir / split, ignore_errors=True)
         for epoch in range(completed_epochs):
-            self.write_epoch(epoch)
-
-    def write_epoch(self, epoch: int) -> None:
-        entry = self.epoch_log.epochs[epoch]
-        for split, prefix in ((TRAIN, ""), (VALIDATION, "val_")):
-            values = {k: entry[prefix + k] for k in ("loss", "accuracy") if prefix + k in entry}
-            if not values:
-                continue
-            with self._writer(split).as_default(step=epoch + 1):  # from 1, as the report
-                for name, value in values.items():
-                    tf.summary.scalar(f"epoch_{name}", value)
-                if split == TRAIN and "learning_rate" in entry:
-                    tf.summary.scalar("epoch_learning_rate", entry["learning_rate"])
-            self._writer(split).flush()
+            self.on_epoch_end(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.write_epoch(epoch)
+        entry = self.epoch_log.epochs[epoch]
+        for split, prefix in SPLITS.items():  # learning_rate: train's alone
+            names = [k for k in ("loss", "accuracy", "learning_rate") if prefix + k in entry]
+            if not names:
+                continue
+            with self._writer(split).as_default(step=epoch + 1):  # from 1, as the report
+                for name in names:
+                    tf.summary.scalar(f"epoch_{name}", entry[prefix + name])
+            self._writer(split).flush()
 
     def on_train_end(self, logs=None):
         self.close()
@@ -73,8 +56,7 @@ class EpochSummaries(keras.callbacks.Callback):
 def write_run_summary(
     log_dir: Path, figures: dict[str, bytes], train_config: dict, test: dict, run_name: str
 ) -> None:
-    """The four figures (PNG bytes) as images, the training configuration as hparams and
-    the test loss and accuracy as their metrics."""
+    """The figures (PNG bytes) as images, the configuration as hparams, test metrics as theirs."""
     from tensorboard.plugins.hparams import api as hp
 
     for earlier in log_dir.glob("events.out.tfevents.*"):  # a rerun's summary replaces it

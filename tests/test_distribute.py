@@ -12,8 +12,8 @@ import time
 import pytest
 
 from job.errors import JobError
-from job.training import slurm
-from job.training.strategies import resolve_mode
+from job.training import cluster
+from job.training.strategies import resolve_mode, slurm_cluster_resolver
 from tests.conftest import REPO, free_port, read_scalars
 
 pytestmark = pytest.mark.integration
@@ -157,8 +157,8 @@ SLURM_STEP = {
 
 
 def test_slurm_workers_are_every_task_of_the_step_in_order():
-    base = slurm.port_base(SLURM_STEP)
-    assert slurm.worker_addresses(SLURM_STEP) == [
+    base = cluster.port_base(SLURM_STEP)
+    assert cluster.worker_addresses(SLURM_STEP) == [
         f"node07:{base}", f"node07:{base + 1}", f"node08:{base}", f"node08:{base + 1}",
     ]  # fmt: skip
 
@@ -171,36 +171,36 @@ def test_slurm_host_list_is_expanded_as_tensorflows_own_parser_does(nodelist):
     tf_slurm = pytest.importorskip(
         "tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver"
     )
-    assert slurm.expand_hostlist(nodelist) == tf_slurm.expand_hostlist(nodelist)
+    assert cluster.expand_hostlist(nodelist) == tf_slurm.expand_hostlist(nodelist)
 
 
 @pytest.mark.parametrize("nodelist", ["node[1-", "a,,b", "n[a-b]", ""])
 def test_slurm_host_list_not_in_slurms_format_is_refused(nodelist):
     with pytest.raises(JobError, match="host list"):
-        slurm.expand_hostlist(nodelist)
+        cluster.expand_hostlist(nodelist)
 
 
 @pytest.mark.parametrize(
     ("text", "counts"), [("2(x2)", [2, 2]), ("3,1", [3, 1]), ("2(x3),1", [2, 2, 2, 1])]
 )
 def test_slurm_tasks_per_node(text, counts):
-    assert slurm.expand_tasks_per_node(text) == counts
+    assert cluster.expand_tasks_per_node(text) == counts
 
 
 def test_slurm_tasks_per_node_refuses_what_slurm_never_writes():
     with pytest.raises(JobError, match="tasks per node"):
-        slurm.expand_tasks_per_node("2(3)")
+        cluster.expand_tasks_per_node("2(3)")
 
 
 def test_slurm_ports_differ_between_jobs_and_can_be_set():
-    bases = {slurm.port_base({**SLURM_STEP, "SLURM_JOB_ID": str(j)}) for j in range(4242, 4342)}
+    bases = {cluster.port_base({**SLURM_STEP, "SLURM_JOB_ID": str(j)}) for j in range(4242, 4342)}
     assert len(bases) == 100  # jobs side by side on a node never share ports
-    assert all(slurm.PORT_RANGE[0] <= b < slurm.PORT_RANGE[1] for b in bases)
+    assert all(cluster.PORT_RANGE[0] <= b < cluster.PORT_RANGE[1] for b in bases)
     reserved = {**SLURM_STEP, "SLURM_STEP_RESV_PORTS": "31000-31003"}
-    assert slurm.port_base(reserved) == 31000
-    assert slurm.port_base({**reserved, slurm.PORT_BASE_VARIABLE: "41000"}) == 41000
+    assert cluster.port_base(reserved) == 31000
+    assert cluster.port_base({**reserved, cluster.PORT_BASE_VARIABLE: "41000"}) == 41000
     with pytest.raises(JobError, match="MNIST_JOB_PORT_BASE"):
-        slurm.port_base({**reserved, slurm.PORT_BASE_VARIABLE: "80"})
+        cluster.port_base({**reserved, cluster.PORT_BASE_VARIABLE: "80"})
 
 
 def test_slurm_cluster_on_cpu_nodes_runs_no_program(monkeypatch):
@@ -209,7 +209,7 @@ def test_slurm_cluster_on_cpu_nodes_runs_no_program(monkeypatch):
 
     monkeypatch.setattr(subprocess, "Popen", no_programs)
     monkeypatch.setattr(subprocess, "check_output", no_programs)
-    resolver = slurm.slurm_cluster_resolver(SLURM_STEP)
+    resolver = slurm_cluster_resolver(SLURM_STEP)
     assert resolver.task_type == "worker" and resolver.task_id == 3
     assert len(resolver.cluster_spec().as_dict()["worker"]) == 4
     assert resolver.num_accelerators() == {"GPU": 0}
@@ -225,4 +225,4 @@ def test_slurm_cluster_on_cpu_nodes_runs_no_program(monkeypatch):
     ],
 )
 def test_each_slurm_task_trains_on_its_own_gpus(visible, tasks, local, per_task, expected):
-    assert slurm.gpus_for_this_task(visible, tasks, local, per_task) == expected
+    assert cluster.gpus_for_this_task(visible, tasks, local, per_task) == expected

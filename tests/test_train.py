@@ -259,7 +259,7 @@ def test_the_job_loop_matches_keras_fit(tmp_path):
         make_dataset(x_fit, y_fit, 32, shuffle_seed=4),
         make_dataset(x_val, y_val, 32),
     )
-    result = train_model(with_job, train_ds, val_ds, 2, tmp_path, verbose=0)
+    result = train_model(with_job, train_ds, val_ds, 2, tmp_path)
     _assert_same_weights(with_fit, with_job)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         job_curve = [epoch[key] for epoch in result.history]

@@ -1,2 +1,1 @@
-"""Training, one module per concern: devices, inputs, optimizer, callbacks, cluster and slurm,
-strategies, and ``loop`` (one replica step and one loop for every strategy)."""
+"""Training: devices, inputs, optimizer, callbacks, cluster, strategies and the loop."""

@@ -17,20 +17,14 @@ FINISHED_RECORD = "finished.json"
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Keeps every finished epoch's metrics and duration in ``history.json``, across restarts.
-
-    Keras' History only holds the epochs of the current ``fit`` call. This log is keyed by
-    epoch number, so an epoch run again after a crash replaces its earlier entry and each
-    epoch appears exactly once.
-    """
+    """Every finished epoch's metrics and duration in ``history.json``, across restarts, keyed
+    by epoch: an epoch run again after a crash replaces its entry, so each appears once."""
 
     def __init__(self, path: Path):
         super().__init__()
         self.path = path
-        self.epochs: dict[int, dict] = {}
-        if path.exists():
-            self.epochs = {int(k): v for k, v in json.loads(path.read_text()).items()}
-        self._started = 0.0
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.epochs = {int(k): v for k, v in saved.items()}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -53,15 +47,8 @@ class EpochLog(keras.callbacks.Callback):
 
 
 class EpochBackup(keras.callbacks.Callback):
-    """Saves model and optimizer state after every epoch, atomically, to resume from.
-
-    Keras' BackupAndRestore writes in place, so a SIGKILL mid-write leaves a file the next
-    run cannot open. Each backup here is a whole ``.keras`` file written under a temporary
-    name and renamed to ``epoch-NNNN.keras``: the newest backup is always complete.
-
-    A run restores from ``restore_dir`` (the chief's) and saves to ``save_dir``: the same
-    folder but on the other workers of a multi-worker run, which save to their own.
-    """
+    """Model and optimizer each epoch, atomically (Keras' BackupAndRestore writes in place: a
+    SIGKILL mid-write leaves a file no run opens); restores the chief's, saves this worker's."""
 
     def __init__(self, restore_dir: Path, save_dir: Path):
         super().__init__()
@@ -72,8 +59,7 @@ class EpochBackup(keras.callbacks.Callback):
         return sorted(folder.glob("epoch-*.keras"))
 
     def restore(self, model: keras.Model) -> int:
-        """Load the newest backup into ``model`` (its optimizer built); returns how many
-        epochs it had finished."""
+        """Load the newest backup into ``model`` (optimizer built); returns its epochs run."""
         backups = self._backups(self.restore_dir)
         if not backups:
             return 0
@@ -93,15 +79,12 @@ class EpochBackup(keras.callbacks.Callback):
                 older.unlink(missing_ok=True)
 
     def save_finished(self, model: keras.Model, record: dict) -> None:
-        """Training is over: keep its final weights and ``record`` until the run's outputs
-        are committed, so a run that fails after training (a full disk, say) goes straight
-        to evaluation and export when run again."""
+        """Keep the final weights and ``record``: a rerun after a later failure skips training."""
         save_keras_atomic(model, self.save_dir / FINAL_MODEL)
         write_json_atomic(self.save_dir / FINISHED_RECORD, record)
 
     def finished(self, model: keras.Model) -> dict | None:
-        """If training had finished, load its final weights into ``model`` and return its
-        record; otherwise None."""
+        """The record of a finished training, its weights loaded into ``model``; else None."""
         record_path = self.restore_dir / FINISHED_RECORD
         if not record_path.exists():
             return None
@@ -111,24 +94,21 @@ class EpochBackup(keras.callbacks.Callback):
 
 
 class PreemptionGuard(keras.callbacks.Callback):
-    """On SIGTERM, stop at the next batch without finishing the epoch.
-
-    It raises rather than setting ``stop_training``: a stopped ``fit`` still ends the epoch,
-    and the backup would then record a half-trained epoch as done.
-    """
+    """While entered, SIGTERM stops training at the next batch. It raises rather than setting
+    ``stop_training``, which ends the epoch: the backup would record a half-trained epoch."""
 
     def __init__(self):
         super().__init__()
         self.requested = False
-        self._previous = None
 
     def _on_sigterm(self, signum, frame):
         self.requested = True
 
-    def install(self) -> None:
+    def __enter__(self) -> PreemptionGuard:
         self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
 
-    def uninstall(self) -> None:
+    def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 

@@ -13,17 +13,10 @@ from job.errors import JobError
 
 log = logging.getLogger(__name__)
 
-MIN_SHARD_EXAMPLES = 16  # a batch is cut into slices of at least this many examples
-
 
 def select_device(device: str) -> str:
-    """Make only the chosen device kind visible; returns "cpu" or "gpu".
-
-    Touches no TensorFlow context, so a multi-worker strategy can still be created after.
-
-    Raises:
-        JobError: ``device == "gpu"`` and no GPU is visible.
-    """
+    """Make only the chosen device kind visible; returns "cpu" or "gpu". Touches no
+    TensorFlow context, so a multi-worker strategy can still be created after."""
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
         raise JobError("--device gpu: no GPU is visible to TensorFlow (try --device auto or cpu)")
@@ -33,13 +26,8 @@ def select_device(device: str) -> str:
 
 
 def configure_threads(used: str, env: Mapping[str, str]) -> None:
-    """On CPU: one thread per op, and as many ops side by side as there are cores.
-
-    This model's ops are small, so splitting one op across cores costs more in hand-offs
-    than it saves (docs/performance.md). An integer in TensorFlow's own
-    ``TF_NUM_INTRAOP_THREADS`` or ``TF_NUM_INTEROP_THREADS`` wins; on GPU TensorFlow's
-    defaults stay.
-    """
+    """On CPU one thread per op and an op per core side by side, unless TensorFlow's own
+    ``TF_NUM_*OP_THREADS`` say otherwise: this model's ops are small (docs/performance.md)."""
     if used != "cpu":
         return
     threading = tf.config.threading
@@ -84,16 +72,11 @@ def configure_runtime(
 
 
 def batch_shards(used: str, batch_size: int) -> int:
-    """How many slices each batch is cut into, to run side by side.
-
-    On CPU, one per inter-op thread (one per core by default), each at least
-    MIN_SHARD_EXAMPLES examples; on GPU one. The batch's gradient is the sum over its
-    slices, so this spreads the work over the cores without changing the math.
-    """
+    """Slices per batch: on CPU one per inter-op thread, of at least 16 examples; on GPU one."""
     if used != "cpu":
         return 1
     threads = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
-    return max(1, min(threads, batch_size // MIN_SHARD_EXAMPLES))
+    return max(1, min(threads, batch_size // 16))
 
 
 def peak_gpu_memory_mb(used: str) -> float | None:

@@ -8,8 +8,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-PREFETCH_BATCHES = 4
-
 
 def split_validation(
     images: np.ndarray, labels: np.ndarray, fraction: float
@@ -21,10 +19,6 @@ def split_validation(
     return (images[:-n_val], labels[:-n_val]), (images[-n_val:], labels[-n_val:])
 
 
-def steps_per_epoch(examples: int, batch_size: int) -> int:
-    return math.ceil(examples / batch_size)
-
-
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -32,8 +26,7 @@ def make_dataset(
     shuffle_seed: int | None = None,
     translate_pixels: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels), reshuffled each epoch when seeded (``shuffled_batches``,
-    shifted at random when ``translate_pixels``), prefetched."""
+    """Batches of (images, labels), prefetched; reshuffled (and shifted) each epoch if seeded."""
     if translate_pixels and shuffle_seed is None:
         raise ValueError("random shifts need a shuffle seed (they are drawn from it)")
     images_t, labels_t = tf.constant(images), tf.constant(labels.astype(np.int64))
@@ -42,23 +35,18 @@ def make_dataset(
     else:
         ds = shuffled_batches(images_t, labels_t, batch_size, shuffle_seed, translate_pixels)
     options = tf.data.Options()
-    # Each worker reads the whole index range and keeps every Nth batch: sharding by DATA
-    # works on any source (there are no files to split by).
+    # Each worker keeps every Nth batch: there are no files to shard by.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # Fixed sizes instead of AUTOTUNE: deleting an autotuned iterator waits for its tuning
-    # thread, which stalls the end of a run (docs/performance.md).
+    # No AUTOTUNE: deleting its iterator waits for the tuning thread (docs/performance.md).
     options.autotune.enabled = False
-    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
+    return ds.with_options(options).prefetch(4)
 
 
 def shuffled_batches(
     images: tf.Tensor, labels: tf.Tensor, batch_size: int, seed: int, translate_pixels: int
 ) -> tf.data.Dataset:
-    """Each pass draws an epoch seed, shuffles the whole index range in one op and gathers
-    each batch from that order: the same per-epoch shuffle as a ``shuffle`` buffer of every
-    example, without pushing the examples through the pipeline one at a time. The arrays
-    stay in memory as two tensors; a batch's random shifts take a seed drawn from the
-    epoch's, so a run's shifts follow ``seed``."""
+    """One shuffle op per epoch, from a seed drawn each pass, each batch gathered from that
+    order: a full ``shuffle`` buffer's order without streaming examples one at a time."""
     count = int(images.shape[0])
 
     def one_epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
@@ -80,18 +68,13 @@ def shuffled_batches(
     # Dataset.random re-randomizes on every iteration: one new seed per epoch.
     epoch_seed = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = epoch_seed.take(1).flat_map(one_epoch)
-    # flat_map hides the length; Keras wants it to size epochs without a warning.
-    return ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(count, batch_size)))
+    # flat_map hides the length, which the loop and Keras size epochs by.
+    return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
 
 
 def random_shifts(images: tf.Tensor, pixels: int, seed: tf.Tensor) -> tf.Tensor:
-    """Shift each image of a batch by its own whole number of pixels, up to ``pixels`` each
-    way on each axis, filling with zeros. Stateless: the same seed, the same shifts.
-
-    Each axis is a sum of ``2 * pixels + 1`` slices of the padded batch, each weighted by a
-    0/1 mask of the examples that drew that offset: cheaper on CPU than Keras'
-    ``RandomTranslation``, a bilinear projective transform.
-    """
+    """Shift each image by up to ``pixels`` whole pixels each way, zero-filled, seeded: masked
+    slices of the padded batch, cheaper on CPU than Keras' bilinear ``RandomTranslation``."""
     count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     choices = 2 * pixels + 1
     offsets = tf.random.stateless_uniform(

@@ -1,11 +1,5 @@
-"""The training loop: one replica step for every strategy, behind one call, ``train_model``.
-
-One device, several GPUs of one machine (MirroredStrategy) and several workers
-(MultiWorkerMirroredStrategy) all run the same step through ``strategy.run``: forward
-pass, summed loss, the optimizer's loss scaling, gradients, apply. Keras 3's ``fit``
-fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the job drives
-Keras' own callbacks (history, backup, preemption, progress) from this loop instead.
-"""
+"""One replica step and one loop for every strategy, driving Keras' callbacks: Keras 3's
+``fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, docs/clusters.md)."""
 
 from __future__ import annotations
 
@@ -30,8 +24,7 @@ from job.training.inputs import batches
 
 log = logging.getLogger(__name__)
 
-# How a collective op fails when a peer is gone: its connection closed, the health check's
-# abort ("cluster check alive failed"), or a timeout.
+# A peer gone: its connection closed, the health check's abort, or a timeout.
 errors = tf.errors
 PEER_FAILURES = (errors.UnavailableError, errors.DeadlineExceededError, errors.AbortedError)
 
@@ -45,8 +38,7 @@ class TrainResult:
 
 
 def loss_and_correct(labels, probabilities, weights=None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Summed cross-entropy (the compiled loss) and count of correct answers over a batch's
-    examples, each weighted by ``weights`` when given."""
+    """Summed cross-entropy (the compiled loss) and correct answers, each example weighted."""
     labels = tf.cast(labels, tf.int64)
     probabilities = tf.cast(probabilities, tf.float32)  # float16 under mixed precision
     losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
@@ -63,36 +55,24 @@ def epoch_logs(totals, prefix: str = "") -> dict[str, float]:
 
 
 class Trainer:
-    """Train a compiled model under ``strategy``, ``steps_per_execution`` steps per call.
-
-    Each call runs a graph loop that pulls batches from the (distributed) iterator, as
-    ``fit`` does. On one CPU each batch is cut into ``shards`` slices whose forward and
-    backward passes run side by side on the inter-op threads; the gradient is the sum over
-    slices divided by the batch size, the same Adam step on the same batch mean as the
-    seed's. Under a strategy each replica divides its sum by its share of the batch times
-    the number of replicas (the global batch, as Keras' ``fit`` does) and the optimizer
-    sums the replicas' gradients.
-    """
+    """Train a compiled model under ``strategy``, ``steps_per_execution`` steps per graph call,
+    each batch cut into ``shards`` slices run side by side (docs/performance.md)."""
 
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, shards: int = 1):
         self.model = model
         self.strategy = strategy
         self.shards = shards
         self.replicas = strategy.num_replicas_in_sync
-        # --jit: XLA compiles each replica's forward and backward pass.
-        self._gradients = (
-            tf.function(self._gradients_fn, jit_compile=True)
-            if model.jit_compile
-            else self._gradients_fn
-        )
+        self._gradients = self._gradients_fn
+        if model.jit_compile:  # --jit: XLA compiles each replica's forward and backward pass
+            self._gradients = tf.function(self._gradients_fn, jit_compile=True)
         # (iterator, steps) -> summed (loss, correct, examples) over ``steps`` steps.
         self._train_steps = tf.function(functools.partial(self._run_steps, self.replica_step))
         self._eval_steps = tf.function(functools.partial(self._run_steps, self._eval_step))
 
     def _slices(self, images: tf.Tensor, labels: tf.Tensor):
-        """``shards`` equal slices of a batch, with per-example weights: 1 for examples, 0 for
-        the zero padding that makes a short last batch divide evenly (a slice is never empty:
-        oneDNN's max-pool gradient aborts the process on an empty batch)."""
+        """``shards`` equal slices, weighted 0 on the padding of a short last batch: a slice is
+        never empty (oneDNN's max-pool gradient aborts the process on an empty batch)."""
         if self.shards == 1:
             return [(images, labels, None)]
         count = tf.shape(labels)[0]
@@ -100,9 +80,7 @@ class Trainer:
         weights = tf.pad(tf.ones([count]), [[0, pad]])
         images = tf.pad(images, [[0, pad]] + [[0, 0]] * (len(images.shape) - 1))
         labels = tf.pad(labels, [[0, pad]])
-        return list(
-            zip(*(tf.split(t, self.shards) for t in (images, labels, weights)), strict=True)
-        )
+        return zip(*(tf.split(t, self.shards) for t in (images, labels, weights)), strict=True)
 
     def _gradients_fn(self, images, labels, divisor):
         optimizer = self.model.optimizer
@@ -118,9 +96,9 @@ class Trainer:
         return gradients, loss_sum, tf.add_n([correct for _, correct in sums])
 
     def replica_step(self, images, labels) -> tf.Tensor:
-        """One training step on this replica's share of the batch; returns its summed
-        (loss, correct, examples)."""
+        """One step on this replica's share; returns its summed (loss, correct, examples)."""
         count = tf.cast(tf.shape(labels)[0], tf.float32)
+        # The loss sum over the global batch, as fit divides it; the optimizer sums replicas.
         gradients, loss_sum, correct = self._gradients(images, labels, count * self.replicas)
         self.model.optimizer.apply(gradients, self.model.trainable_variables)
         return tf.stack([loss_sum, correct, count])
@@ -153,12 +131,9 @@ class Trainer:
         return iter(self.strategy.experimental_distribute_dataset(ds.repeat()))
 
     def fit(self, train_ds, val_ds, epochs, initial_epoch, callbacks, verbose) -> float:
-        """Train from ``initial_epoch`` to ``epochs``, stopped by SIGTERM at the next batch
-        (Preempted, the last backup kept); returns the seconds it took."""
-        guard = PreemptionGuard()
-        guard.install()
+        """Train from ``initial_epoch`` to ``epochs``; returns the seconds it took."""
         started = time.perf_counter()
-        try:
+        with PreemptionGuard() as guard:
             steps, chunk = batches(train_ds), self.model.steps_per_execution
             hooks = keras.callbacks.CallbackList(
                 [guard, *callbacks],
@@ -186,8 +161,6 @@ class Trainer:
                     logs |= epoch_logs(self._call(self._eval_steps, val_it, val_steps), "val_")
                 hooks.on_epoch_end(epoch, logs)
             hooks.on_train_end(logs)
-        finally:
-            guard.uninstall()
         return time.perf_counter() - started
 
 
@@ -199,27 +172,16 @@ def train_model(
     run_dir: Path,
     strategy: tf.distribute.Strategy | None = None,
     shards: int = 1,
-    verbose: int | None = None,
 ) -> TrainResult:
-    """Fit ``model`` under ``strategy``, resuming from ``run_dir/backup`` after a cut-off.
-
-    Every worker restores from the chief's backup (a shared file system, as on Kubernetes
-    volumes and Slurm home directories) and saves each epoch to a folder of its own; only
-    the chief's is kept. The backup stays after training (``rundir.remove_backup`` removes
-    it once the run is committed): a rerun after a later failure skips training.
-
-    Raises:
-        Preempted: SIGTERM arrived; the backup of the last finished epoch is kept.
-    """
+    """Fit ``model``, every worker resuming from the chief's ``run_dir/backup`` (kept until the
+    run is committed); raises Preempted on SIGTERM, the last finished epoch's backup kept."""
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategies.is_chief(strategy)
     work = strategies.work_dir(run_dir, strategy)
-    if verbose is None:
-        # A bar on a terminal, a line per epoch in logs; the chief alone speaks.
-        verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
+    # A bar on a terminal, a line per epoch in logs; the chief alone speaks.
+    verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
     epoch_log = EpochLog(work / HISTORY_FILENAME)
     backup = EpochBackup(run_dir / BACKUP_DIRNAME, work / BACKUP_DIRNAME)
-    # The summaries read the log's entry, so TensorBoard and the report agree.
     summaries = EpochSummaries(run_dir / TENSORBOARD_DIRNAME, epoch_log) if chief else None
     with strategy.scope():  # optimizer variables are made under the strategy, for restore
         model.optimizer.build(model.trainable_variables)

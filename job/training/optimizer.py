@@ -19,21 +19,15 @@ FUSED_UPDATE, KERAS_UPDATE = "fused", "keras"  # what the report's training.adam
 def make_optimizer(
     recipe: Recipe, steps_per_epoch: int, epochs: int, fused: bool = True
 ) -> tuple[keras.optimizers.Adam, str]:
-    """Adam with default settings, or (fast recipe) with warm-up plus cosine decay and
-    weight decay. Returns (the optimizer, which update it runs).
-
-    ``fused``: each variable's update runs as one fused kernel, when the check in
-    ``fused_adam_kernel_works`` passes; otherwise, and under a distribution strategy
-    (whose variables have one copy per device), Keras' own update runs.
-    """
+    """Adam with defaults, or (fast recipe) warm-up, cosine decay and weight decay; returns it
+    and its update: the fused kernel where ``fused`` (one device) and its check pass."""
     learning_rate = recipe.peak_learning_rate  # the default recipe's: Adam's default 0.001
     if recipe.warmup_cosine:
-        warmup = steps_per_epoch
         learning_rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=recipe.peak_learning_rate / 10,
-            decay_steps=max(1, steps_per_epoch * epochs - warmup),
+            decay_steps=max(1, steps_per_epoch * (epochs - 1)),
             warmup_target=recipe.peak_learning_rate,
-            warmup_steps=warmup,
+            warmup_steps=steps_per_epoch,  # one epoch
         )
     adam = keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=recipe.weight_decay)
     if fused and fused_adam_kernel_works():
@@ -42,16 +36,9 @@ def make_optimizer(
 
 
 def with_fused_adam_kernel(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
-    """Run each variable's Adam update as TensorFlow's ``ResourceApplyAdam`` kernel.
-
-    The math is Keras' ``Adam.update_step``, the same formula (the step size
-    ``lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)``, epsilon added to ``sqrt(v)``), but in
-    one kernel per variable instead of about ten small ops, which the profile showed
-    mattering at batch 32 (docs/performance.md). It replaces ``update_step`` on this one
-    object, not the class, so a saved model's optimizer is a plain ``Adam`` that loads
-    anywhere. It reads Keras' private ``_get_variable_index``, ``_momentums`` and
-    ``_velocities``: ``fused_adam_kernel_works`` checks them before a run uses it.
-    """
+    """Keras' ``Adam.update_step`` as one ``ResourceApplyAdam`` kernel per variable, not ten
+    small ops (docs/performance.md); on this object, so a saved model's is a plain ``Adam``.
+    ``fused_adam_kernel_works`` checks the Keras privates it reads before a run uses it."""
 
     def update_step(gradient, variable, learning_rate):
         index = optimizer._get_variable_index(variable)
@@ -78,8 +65,7 @@ def with_fused_adam_kernel(optimizer: keras.optimizers.Adam) -> keras.optimizers
 
 @functools.cache
 def fused_adam_kernel_works() -> bool:
-    """Two Adam steps on a tiny variable, Keras' update against the fused kernel: the Keras
-    internals it reads exist and still mean what they meant. Logs one line when not."""
+    """Two Adam steps each way: do the Keras privates the fused kernel reads still fit?"""
     gradients = (tf.constant([0.5, -1.0, 2.0]), tf.constant([-0.25, 3.0, 1.0]))
     try:
         results = []

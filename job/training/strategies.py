@@ -1,8 +1,8 @@
-"""Distribution strategies: one device, several GPUs of one machine (mirrored), or several
-workers (TF_CONFIG or Slurm); and which worker writes the outputs."""
+"""Distribution strategies (one device, mirrored, multi-worker) and who writes what."""
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from collections.abc import Mapping
@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from job.errors import JobError
 from job.training import cluster
-from job.training.slurm import slurm_cluster_resolver
+
+log = logging.getLogger(__name__)
 
 STRATEGY_NAMES = {
     "none": "none",
@@ -22,8 +23,7 @@ STRATEGY_NAMES = {
 
 
 def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
-    """``auto``: multi-worker when TF_CONFIG or Slurm name several workers, mirrored with
-    several GPUs, otherwise none."""
+    """``auto``: multi-worker when several workers are named, mirrored with several GPUs."""
     if mode != "auto":
         return mode
     if cluster.names_several_workers(env):
@@ -36,11 +36,7 @@ def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
 def make_strategy(
     mode: str, per_replica_batch: int, env: Mapping[str, str]
 ) -> tuple[dict, tf.distribute.Strategy]:
-    """Return (what the report records, the strategy). ``--batch-size`` is per replica.
-
-    Raises:
-        JobError: multi-worker without a cluster description.
-    """
+    """Return (what the report records, the strategy). ``--batch-size`` is per replica."""
     resolved = resolve_mode(mode, env)
     tasks = {"single-0": socket.gethostname()}  # the report's distribution.tasks
     if resolved == "none":
@@ -75,7 +71,6 @@ def make_strategy(
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """The chief (or worker 0 when the cluster has no chief) writes the outputs."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     resolver = strategy.cluster_resolver
@@ -84,8 +79,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
-    """Where this process writes checkpoints: the run directory for the chief, a folder of
-    its own for every other worker (workers must write, but not where the chief does)."""
+    """Where this process writes its backups: the chief's run directory, or its own folder."""
     if is_chief(strategy):
         return run_dir
     resolver = strategy.cluster_resolver
@@ -100,3 +94,30 @@ def lost_worker(strategy: tf.distribute.Strategy, error: Exception) -> str:
             address = resolver.cluster_spec().task_address(job, int(index))
             return f"{job} {index} ({address})"
     return "another worker"
+
+
+def slurm_cluster_resolver(
+    env: Mapping[str, str],
+) -> tf.distribute.cluster_resolver.ClusterResolver:
+    """This Slurm step's cluster, each task on its own GPUs, without ``nvidia-smi`` or port 8888
+    (docs/clusters.md). Must run before TensorFlow's runtime starts (it may change the GPUs)."""
+    addresses = cluster.worker_addresses(env)  # checks the step's node and task variables
+    task_id = int(cluster.slurm_variable(env, "SLURM_PROCID"))
+    local_id = int(env.get("SLURM_LOCALID", "0"))
+    node_id = int(env.get("SLURM_NODEID", "0"))
+    tasks_on_node = cluster.expand_tasks_per_node(env["SLURM_STEP_TASKS_PER_NODE"])[node_id]
+    visible = tf.config.get_visible_devices("GPU")
+    per_task = env.get("SLURM_GPUS_PER_TASK", "")
+    mine = cluster.gpus_for_this_task(visible, tasks_on_node, local_id, per_task)
+    if mine != visible:
+        tf.config.set_visible_devices(mine, "GPU")
+    log.info(
+        "Slurm task %d/%d at %s, %d GPU(s)", task_id, len(addresses), addresses[task_id], len(mine)
+    )
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": addresses}),
+        task_type="worker",
+        task_id=task_id,
+        num_accelerators={"GPU": len(mine)},
+        rpc_layer="grpc",
+    )
