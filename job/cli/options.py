@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from job.errors import EXIT_INTERRUPTED, JobError
+from job.errors import Interrupted, JobError
 from job.export.contract import CACHE_DIR_VARIABLE, DEFAULT_CACHE_DIR
 from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
 
@@ -25,7 +25,7 @@ def expected_errors(command):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(Interrupted.exit_code)
 
     return wrapper
 
