@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from job import data as data_stage
 from job import rundir
-from job.config import JobConfig, TrainConfig, recipe_named
+from job.config import RECIPES, JobConfig, TrainConfig
 from job.errors import JobError
 from job.export.versions import check_version_free
 from job.files import save_keras_atomic
@@ -40,28 +40,18 @@ class Setup:
     model: dict  # the report's model section
 
 
-@dataclass
-class Evaluation:
-    """What the evaluation stage hands on: the report's test section and the figures staged."""
-
-    test: dict
-    figures: list[str]
-
-
-def run_training(config: JobConfig, command: str = "") -> dict:
+def run_training(config: JobConfig, command: str) -> dict:
     """Train, evaluate, write figures, model, export and report. Returns the report
     (empty on multi-worker workers other than the chief, which write nothing)."""
     role = cluster.this_role(config.environ)
     lock_suffix = "" if role.is_chief else f"{role.task_type}-{role.task_id}"
     with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
         started = time.perf_counter()
-        options, may_grow = resume_options(config)
-        if role.is_chief:
-            rundir.check_same_run(config.run_dir, options, may_grow)
+        options = rundir.check_same_run(config) if role.is_chief else None
         if config.export and config.export_version is not None:
             check_version_free(config.export_dir, config.export_version)  # before, not after
         setup = set_up(config, load_data(config))
-        held.mark_started(options if role.is_chief else None)
+        held.mark_started(options)
         from job.training.loop import train_model
 
         net, train_ds, val_ds = setup.net, setup.train_ds, setup.val_ds
@@ -71,11 +61,11 @@ def run_training(config: JobConfig, command: str = "") -> dict:
         if not result.writes_outputs:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
-        evaluation = evaluate(config, setup, result, staging)
-        record = run_record(config, setup, evaluation)
+        test, figures = evaluate(config, setup, result, staging)
+        record = run_record(config, setup, test)
         blessing, export_path = gate_and_export(config, setup, record)
         report = build_report(
-            command, record, setup, result, evaluation, blessing, export_path, started
+            command, record, setup, result, figures, blessing, export_path, started
         )
         commit(config, staging, report)
         if blessing:
@@ -83,14 +73,6 @@ def run_training(config: JobConfig, command: str = "") -> dict:
 
             gate.refuse_unblessed(blessing, config.export_dir)  # after the report: it says why
         return report
-
-
-def resume_options(config: JobConfig) -> tuple[dict, tuple[str, ...]]:
-    """The options an unfinished run resumes only under, by name, and those that may grow:
-    ``--epochs``, where the learning rate follows no schedule over them."""
-    options = {"--" + k.replace("_", "-"): v for k, v in config.to_dict()["train"].items()}
-    options["--data"] = config.to_dict()["data_path"]
-    return options, () if recipe_named(config.train.recipe).warmup_cosine else ("--epochs",)
 
 
 def load_data(config: JobConfig) -> data_stage.Dataset:
@@ -102,8 +84,7 @@ def load_data(config: JobConfig) -> data_stage.Dataset:
 
 
 def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
-    """Scale to [0, 1], add the channel axis, hold out validation. Returns
-    ((x_fit, y_fit), validation or None, x_test)."""
+    """Scale to [0, 1], add the channel axis, hold out validation."""
     from job.training import inputs
 
     x_train, x_test = data_stage.scale_mnist_data(arrays.x_train[: t.limit], arrays.x_test)
@@ -115,8 +96,7 @@ def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
 
 
 def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
-    """Device, threads, strategy, precision and seeds; the input pipelines; the compiled
-    model. TensorFlow is imported only now, after the cheap checks, so bad input fails fast."""
+    """Device, threads, strategy, precision and seeds; the input pipelines; the compiled model."""
     from job import model
     from job.training import devices, inputs, optimizer, strategies
 
@@ -129,7 +109,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         t.device, used, t.mixed_precision, t.deterministic, t.seed
     )
     (x_fit, y_fit), validation, x_test = prepare_arrays(dataset.arrays, t)
-    recipe = recipe_named(t.recipe)
+    recipe = RECIPES[t.recipe]
     batch = distribution["global_batch_size"]
     train_ds = inputs.make_dataset(x_fit, y_fit, batch, t.seed, recipe.translate_pixels)
     val_ds = inputs.make_dataset(*validation, batch) if validation else None
@@ -163,8 +143,9 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     )
 
 
-def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> Evaluation:
-    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``."""
+def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[dict, list[str]]:
+    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``.
+    Returns the report's test section and the figures' names."""
     from job import evaluate, plots, tensorboard
 
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
@@ -184,12 +165,11 @@ def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> Evaluati
         test,
         run_name=config.run_dir.name,
     )
-    return Evaluation(test, figures)
+    return test, figures
 
 
-def run_record(config: JobConfig, setup: Setup, evaluation: Evaluation) -> dict:
-    """What made the model and how well it does (``report.RUN_RECORD``): the export keeps
-    it beside the model, and the report holds it."""
+def run_record(config: JobConfig, setup: Setup, test: dict) -> dict:
+    """What made the model and how well it does (``report.RUN_RECORD``), for the export too."""
     from job import report
 
     return {
@@ -197,15 +177,14 @@ def run_record(config: JobConfig, setup: Setup, evaluation: Evaluation) -> dict:
         "environment": report.environment(setup.device_info),
         "data": setup.data,
         "model": setup.model,
-        "test": evaluation.test,
+        "test": test,
     }
 
 
 def gate_and_export(
     config: JobConfig, setup: Setup, record: dict
 ) -> tuple[dict | None, Path | None]:
-    """The quality gate, then the SavedModel version with its model card if blessed.
-    Returns the blessing and the version's path (None without export)."""
+    """The quality gate, then the blessed model's version and card: (blessing, path or None)."""
     if not config.export:
         return None, None
     from job import gate
@@ -225,13 +204,21 @@ def gate_and_export(
 
 
 def build_report(
-    command: str, record: dict, setup: Setup, result, evaluation: Evaluation,
-    blessing: dict | None, export_path: Path | None, started: float,
-) -> dict:  # fmt: skip
+    command: str,
+    record: dict,
+    setup: Setup,
+    result,
+    figures: list[str],
+    blessing: dict | None,
+    export_path: Path | None,
+    started: float,
+) -> dict:
     """The report (job/schemas/metrics.schema.json), once, from what each stage returned."""
     from job import report
     from job.training import devices
 
+    recipe = asdict(RECIPES[record["config"]["train"]["recipe"]])
+    del recipe["name"], recipe["epochs"], recipe["batch_size"]  # the config has these
     epoch_seconds = [e["seconds"] for e in result.history]
     examples, total = setup.data["train_examples"], time.perf_counter() - started
     return {
@@ -243,7 +230,7 @@ def build_report(
         "training": {
             "batch_shards": setup.shards,
             "adam_update": setup.adam_update,
-            "recipe": recipe_named(record["config"]["train"]["recipe"]).settings_beyond_config(),
+            "recipe": recipe,
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
             "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device_info["used"]),
@@ -251,7 +238,7 @@ def build_report(
         "timings": report.timings(epoch_seconds, result.seconds, examples, total),
         "artifacts": {
             "model": rundir.MODEL_FILENAME,
-            "figures": evaluation.figures,
+            "figures": figures,
             "export": str(export_path) if export_path else None,
         },
         "blessing": blessing,
@@ -259,8 +246,7 @@ def build_report(
 
 
 def commit(config: JobConfig, staging: Path, report: dict) -> None:
-    """The run page beside the figures, then move the staged outputs in, write the report
-    last, drop the backup."""
+    """The run page beside the figures, the staged outputs moved in, the report last."""
     from job import pages
     from job.report import write_report
 

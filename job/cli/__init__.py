@@ -1,14 +1,5 @@
-"""Command line: the only place that reads options and the environment.
-
-The cluster's variables (TF_CONFIG, Slurm's), the port base and TensorFlow's thread counts
-are read once (``job.training.cluster.read_environment``) into the frozen ``JobConfig``
-and passed down; the data stage reads KERAS_HOME where it looks for Keras' own cache, as
-Keras does.
-
-Heavy modules (TensorFlow) are imported inside the commands, so ``--help`` and option
-errors answer at once. One module per group of commands: ``train``, ``commands`` (data,
-export, report); what they share (options, one-line errors) in ``options``.
-"""
+"""Command line: the only place that reads options and the environment (into ``JobConfig``).
+TensorFlow is imported inside the commands, so ``--help`` and option errors answer at once."""
 
 from __future__ import annotations
 

@@ -59,9 +59,15 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_
 @cache_dir_option
 @expected_errors
 def export(
-    run_dir, export_dir, export_version, version, min_test_accuracy, gate, gate_tolerance,
-    cache_dir,
-) -> None:  # fmt: skip
+    run_dir: Path,
+    export_dir: Path,
+    export_version: int | None,
+    version: int | None,
+    min_test_accuracy: float,
+    gate: bool,
+    gate_tolerance: float,
+    cache_dir: Path,
+) -> None:
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
     model card (limits measured on the cached MNIST test set).
 

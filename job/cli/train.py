@@ -25,7 +25,6 @@ from job.config import (
     RECIPES,
     JobConfig,
     TrainConfig,
-    recipe_named,
 )
 from job.cpu import import_tensorflow
 from job.errors import Interrupted, JobError
@@ -53,7 +52,7 @@ from job.errors import Interrupted, JobError
 )
 @click.option(
     "--recipe",
-    type=click.Choice(RECIPES),
+    type=click.Choice(list(RECIPES)),
     default="default",
     show_default=True,
     help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
@@ -155,7 +154,7 @@ def echo_ending(report: dict, run_dir: Path) -> None:
 
 def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
     """The options as one JobConfig; the recipe fills --epochs and --batch-size not given."""
-    recipe = recipe_named(opts["recipe"])
+    recipe = RECIPES[opts["recipe"]]
     defaults = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "validation_split": 0.0}
     train = {f.name: opts[f.name] for f in fields(TrainConfig)}
     train.update({k: v for k, v in defaults.items() if train[k] is None})
@@ -174,12 +173,8 @@ def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
 def default_run_dir(
     output_dir: Path | None, runs_dir: Path, environ: dict[str, str]
 ) -> tuple[Path, bool]:
-    """(the run directory, whether it is a new generated name).
-
-    Every worker of a multi-worker run must name the same folder: under Slurm the default
-    is ``slurm-<job id>`` (a requeued job keeps its id, so it resumes); with TF_CONFIG the
-    folder must be given.
-    """
+    """(the run directory, whether it is a new generated name). Every worker of a multi-worker
+    run must name the same one: under Slurm ``slurm-<job id>`` (a requeued job resumes)."""
     from job.rundir import new_run_name
     from job.training.cluster import names_several_workers
 
