@@ -21,15 +21,15 @@ def enable_onednn_by_default(environ: MutableMapping[str, str] = os.environ) -> 
         environ.setdefault(ONEDNN_VARIABLE, "1")
 
 
-def import_tensorflow(verbose: bool, environ: MutableMapping[str, str] = os.environ) -> None:
+def import_tensorflow(verbose: bool) -> None:
     """Load TensorFlow without its C++ log lines, unless ``verbose`` or the user set the level.
 
     Level 3 drops the CUDA error a CPU machine prints; absl's start-up lines come before any
     level applies (abseil/abseil-cpp#1718), so fd 2 is on /dev/null while TensorFlow loads.
     """
-    if verbose or LOG_LEVEL_VARIABLE in environ or "tensorflow" in sys.modules:
+    if verbose or LOG_LEVEL_VARIABLE in os.environ or "tensorflow" in sys.modules:
         return
-    environ[LOG_LEVEL_VARIABLE] = "3"
+    os.environ[LOG_LEVEL_VARIABLE] = "3"
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:

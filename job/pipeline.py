@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -19,15 +18,13 @@ from job.export.versions import check_version_free
 from job.files import save_keras_atomic
 from job.training import cluster
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Setup:
     """What the setup stage hands on: the runtime chosen, the data, the compiled model."""
 
     dataset: data_stage.Dataset
-    device_info: dict
+    device: str  # the one used: cpu or gpu
     distribution: dict
     strategy: object  # tf.distribute.Strategy
     shards: int
@@ -36,8 +33,7 @@ class Setup:
     train_ds: object  # tf.data.Dataset
     val_ds: object | None
     x_test: np.ndarray
-    data: dict  # the report's data section
-    model: dict  # the report's model section
+    record: dict  # the run record's environment, data and model (report.RUN_RECORD)
 
 
 def run_training(config: JobConfig, command: str) -> dict:
@@ -62,7 +58,7 @@ def run_training(config: JobConfig, command: str) -> dict:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
         test, figures = evaluate(config, setup, result, staging)
-        record = run_record(config, setup, test)
+        record = {"config": config.to_dict(), **setup.record, "test": test}
         blessing, export_path = gate_and_export(config, setup, record)
         report = build_report(
             command, record, setup, result, figures, blessing, export_path, started
@@ -97,7 +93,7 @@ def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
 
 def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     """Device, threads, strategy, precision and seeds; the input pipelines; the compiled model."""
-    from job import model
+    from job import model, report
     from job.training import devices, inputs, optimizer, strategies
 
     t, env = config.train, config.environ
@@ -121,7 +117,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         model.compile_model(net, adam, steps_per_execution=t.steps_per_execution, jit_compile=t.jit)
     return Setup(
         dataset=dataset,
-        device_info=device_info,
+        device=used,
         distribution=distribution,
         strategy=strategy,
         shards=devices.batch_shards(used, batch) if one_device else 1,
@@ -130,15 +126,18 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         train_ds=train_ds,
         val_ds=val_ds,
         x_test=x_test,
-        data={
-            **dataset.describe(),
-            "train_examples": len(x_fit),
-            "validation_examples": len(validation[0]) if validation else 0,
-        },
-        model={
-            "name": net.name,
-            "parameters": int(net.count_params()),
-            "layers": [layer.__class__.__name__ for layer in net.layers],
+        record={
+            "environment": report.environment(device_info),
+            "data": {
+                **dataset.describe(),
+                "train_examples": len(x_fit),
+                "validation_examples": len(validation[0]) if validation else 0,
+            },
+            "model": {
+                "name": net.name,
+                "parameters": int(net.count_params()),
+                "layers": [layer.__class__.__name__ for layer in net.layers],
+            },
         },
     )
 
@@ -166,19 +165,6 @@ def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[di
         run_name=config.run_dir.name,
     )
     return test, figures
-
-
-def run_record(config: JobConfig, setup: Setup, test: dict) -> dict:
-    """What made the model and how well it does (``report.RUN_RECORD``), for the export too."""
-    from job import report
-
-    return {
-        "config": config.to_dict(),
-        "environment": report.environment(setup.device_info),
-        "data": setup.data,
-        "model": setup.model,
-        "test": test,
-    }
 
 
 def gate_and_export(
@@ -220,7 +206,7 @@ def build_report(
     recipe = asdict(RECIPES[record["config"]["train"]["recipe"]])
     del recipe["name"], recipe["epochs"], recipe["batch_size"]  # the config has these
     epoch_seconds = [e["seconds"] for e in result.history]
-    examples, total = setup.data["train_examples"], time.perf_counter() - started
+    examples, total = record["data"]["train_examples"], time.perf_counter() - started
     return {
         "schema_version": report.SCHEMA_VERSION,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -233,7 +219,7 @@ def build_report(
             "recipe": recipe,
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
-            "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device_info["used"]),
+            "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device),
         },
         "timings": report.timings(epoch_seconds, result.seconds, examples, total),
         "artifacts": {

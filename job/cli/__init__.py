@@ -12,18 +12,6 @@ from job.cli.commands import data_command, export, report
 from job.cli.train import train
 from job.cpu import enable_onednn_by_default
 
-log = logging.getLogger("job")
-
-
-def setup_logging(verbose: bool) -> None:
-    """The job's own lines, plainly; with ``verbose`` every library's, with times and names."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose else logging.WARNING)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
@@ -31,7 +19,12 @@ def setup_logging(verbose: bool) -> None:
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
-    setup_logging(verbose)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose else logging.WARNING)
     enable_onednn_by_default()  # before any command imports TensorFlow
     ctx.meta["verbose"] = verbose  # TensorFlow's own lines too (cpu.import_tensorflow)
 

@@ -41,7 +41,6 @@ def option_group(*options):
     return decorate
 
 
-# One cache for make, python -m job and python -m serving.
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
@@ -83,7 +82,6 @@ def fraction(ctx, param, value):
     return value
 
 
-# Shared by train and export, which both write a version under the model base path.
 export_dir_option = click.option(
     "--export-dir",
     type=click.Path(path_type=Path),
@@ -105,7 +103,6 @@ export_version_option = option_group(
 )
 
 
-# The quality gate before export: shared by train and export.
 gate_options = option_group(
     click.option(
         "--min-test-accuracy",

@@ -135,21 +135,17 @@ def train(**opts) -> None:
             if config.run_dir.exists()
             else f"{config.run_dir}: interrupted before training; nothing was written"
         ) from None
-    if report:
-        echo_ending(report, config.run_dir)
-
-
-def echo_ending(report: dict, run_dir: Path) -> None:
-    """The result, where to read it, and what to do next."""
+    if not report:
+        return  # a worker other than the chief writes nothing
     from job.pages import PAGE_FILENAME  # deferred with pandas, as every module of the run
 
     test = report["test"]
     click.echo(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
-    click.echo(f"report: {run_dir / PAGE_FILENAME}")
+    click.echo(f"report: {config.run_dir / PAGE_FILENAME}")
     if report["artifacts"]["export"]:
         click.echo("next: make serve, then make verify (or python -m serving predict --help)")
     else:
-        click.echo(f"next: python -m job export --run {run_dir}")
+        click.echo(f"next: python -m job export --run {config.run_dir}")
 
 
 def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
