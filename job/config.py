@@ -7,9 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEVICES = ("auto", "cpu", "gpu")
-DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker")
-
 
 @dataclass(frozen=True)
 class Recipe:

@@ -79,16 +79,23 @@ def load_data(config: JobConfig) -> data_stage.Dataset:
     return dataset
 
 
-def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
-    """Scale to [0, 1], add the channel axis, hold out validation."""
+def prepare_arrays(dataset: data_stage.Dataset, t: TrainConfig):
+    """Scale to [0, 1], add the channel axis, hold out validation. Returns
+    ((x_fit, y_fit), validation or None, x_test, the report's data section)."""
     from job.training import inputs
 
+    arrays = dataset.arrays
     x_train, x_test = data_stage.scale_mnist_data(arrays.x_train[: t.limit], arrays.x_test)
     x_train, x_test = data_stage.add_channel_axis(x_train), data_stage.add_channel_axis(x_test)
     fit, validation = inputs.split_validation(
         x_train, arrays.y_train[: t.limit], t.validation_split
     )
-    return fit, validation, x_test
+    data = {
+        **dataset.describe(),
+        "train_examples": len(fit[0]),
+        "validation_examples": len(validation[0]) if validation else 0,
+    }
+    return fit, validation, x_test, data
 
 
 def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
@@ -104,7 +111,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     device_info = devices.configure_runtime(
         t.device, used, t.mixed_precision, t.deterministic, t.seed
     )
-    (x_fit, y_fit), validation, x_test = prepare_arrays(dataset.arrays, t)
+    (x_fit, y_fit), validation, x_test, data = prepare_arrays(dataset, t)
     recipe = RECIPES[t.recipe]
     batch = distribution["global_batch_size"]
     train_ds = inputs.make_dataset(x_fit, y_fit, batch, t.seed, recipe.translate_pixels)
@@ -128,11 +135,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         x_test=x_test,
         record={
             "environment": report.environment(device_info),
-            "data": {
-                **dataset.describe(),
-                "train_examples": len(x_fit),
-                "validation_examples": len(validation[0]) if validation else 0,
-            },
+            "data": data,
             "model": {
                 "name": net.name,
                 "parameters": int(net.count_params()),

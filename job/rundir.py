@@ -98,14 +98,10 @@ def _lock(path: Path) -> int:
 def claim(
     run_dir: Path, overwrite: bool, exclusive: bool, lock_suffix: str = ""
 ) -> Iterator[Claim]:
-    """Create or check ``run_dir`` and hold its lock for the run. JobError if it exists though
-    ``exclusive``, a live run holds it, it holds a finished run (without ``overwrite``), or it
-    cannot be written.
-
-    Args:
-        exclusive: a generated name: the directory must not exist yet.
-        lock_suffix: "" for the writer of the outputs; another worker's own lock name.
-    """
+    """Create or check ``run_dir`` (``exclusive``: a generated name, not there yet) and hold its
+    lock for the run (``lock_suffix``: another worker's own). JobError if it exists though
+    exclusive, a live run holds it, it holds a finished run (without ``overwrite``), or it
+    cannot be written."""
     existed = run_dir.exists()
     try:
         if exclusive:

@@ -71,12 +71,12 @@ def export(
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
     model card (limits measured on the cached MNIST test set).
 
-    The quality gate applies as in train: the run's test accuracy against
-    --min-test-accuracy and the newest exported version (--no-gate --min-test-accuracy 0
-    to skip both).
+    The quality gate applies as in train (--no-gate --min-test-accuracy 0 to skip it).
     """
     import_tensorflow(click.get_current_context().meta.get("verbose", False))
     from job import gate as quality_gate
+    from job.data import load_mnist
+    from job.export import model_card
     from job.export.savedmodel import export_for_serving
     from job.report import REPORT_FILENAME, read_report, run_record
     from job.rundir import load_trained_model
@@ -92,23 +92,18 @@ def export(
             report["test"]["accuracy"], export_dir, min_test_accuracy, gate, gate_tolerance
         )
         quality_gate.refuse_unblessed(blessing, export_dir)
-    card = run_model_card(model, report, cache_dir) if report else None
     record = run_record(report) if report else None
+    card = None
+    if report:  # the model card; its limits where verified MNIST is cached
+        try:
+            arrays = load_mnist(None, cache_dir, allow_network=False).arrays
+        except JobError:
+            card = model_card.build_card(report, None, f"no verified MNIST in {cache_dir}")
+        else:
+            limits = model_card.measure_limits(model, arrays.x_test, arrays.y_test)
+            card = model_card.build_card(report, limits)
     path = export_for_serving(model, export_dir, export_version or version, record, card)
     click.echo(str(path))
-
-
-def run_model_card(model, report: dict, cache_dir: Path) -> dict:
-    """The model card of a finished run; its limits where verified MNIST is cached."""
-    from job.data import load_mnist
-    from job.export import model_card
-
-    try:
-        arrays = load_mnist(None, cache_dir, allow_network=False).arrays
-    except JobError:
-        return model_card.build_card(report, None, f"no verified MNIST in {cache_dir}")
-    limits = model_card.measure_limits(model, arrays.x_test, arrays.y_test)
-    return model_card.build_card(report, limits)
 
 
 @click.command()

@@ -20,8 +20,6 @@ from job.cli.options import (
 )
 from job.config import (
     DEFAULT_STEPS_PER_EXECUTION,
-    DEVICES,
-    DISTRIBUTE,
     RECIPES,
     JobConfig,
     TrainConfig,
@@ -62,7 +60,7 @@ from job.errors import Interrupted, JobError
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")
 @click.option(
     "--device",
-    type=click.Choice(DEVICES),
+    type=click.Choice(["auto", "cpu", "gpu"]),
     default="auto",
     show_default=True,
     help="auto uses a GPU when TensorFlow sees one.",
@@ -88,7 +86,7 @@ from job.errors import Interrupted, JobError
 )
 @click.option(
     "--distribute",
-    type=click.Choice(DISTRIBUTE),
+    type=click.Choice(["auto", "none", "mirrored", "multi-worker"]),
     default="auto",
     show_default=True,
     help="none, mirrored (GPUs of one machine), multi-worker (TF_CONFIG or Slurm).",
