@@ -15,8 +15,7 @@ X86_64 = ("x86_64", "amd64")
 
 
 def enable_onednn_by_default(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Ask for oneDNN on x86-64 unless the user chose; call before TensorFlow loads (it reads
-    the variable once)."""
+    """Ask for oneDNN on x86-64 unless the user chose; before TensorFlow loads (it reads once)."""
     if platform.machine().lower() in X86_64:
         environ.setdefault(ONEDNN_VARIABLE, "1")
 

@@ -146,8 +146,8 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
 
 
 def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[dict, list[str]]:
-    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``.
-    Returns the report's test section and the figures' names."""
+    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``: returns
+    the report's test section and the figures' names."""
     from job import evaluate, plots, tensorboard
 
     arrays, net, t = setup.dataset.arrays, setup.net, config.train

@@ -11,9 +11,27 @@ import click
 from job.cli.commands import data_command, export, report
 from job.cli.train import train
 from job.cpu import enable_onednn_by_default
+from job.errors import Interrupted, JobError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Commands(click.Group):
+    """Every command's expected failure ends as one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JobError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(Interrupted.exit_code)
+
+
+@click.group(
+    cls=Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
 @click.version_option(package_name="mnist-job")
 @click.pass_context

@@ -10,7 +10,6 @@ import click
 from job.cli.options import (
     cache_dir_option,
     data_options,
-    expected_errors,
     export_dir_option,
     export_version_option,
     gate_options,
@@ -29,7 +28,6 @@ from job.errors import JobError
     show_default=True,
     help="table: one line for a person; json: the report's data section.",
 )
-@expected_errors
 def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_format: str):
     """Fetch (if needed) and verify MNIST without training."""
     from job.data import load_mnist
@@ -57,7 +55,6 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_
 @export_version_option
 @gate_options
 @cache_dir_option
-@expected_errors
 def export(
     run_dir: Path,
     export_dir: Path,
@@ -128,7 +125,6 @@ def export(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write to this file (atomically) instead of printing.",
 )
-@expected_errors
 def report(
     paths: tuple[Path, ...],
     group_by: str | None,

@@ -1,33 +1,13 @@
-"""What several commands share: options, their checks, and expected errors as one line."""
+"""What several commands share: options and their checks."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import click
 
-from job.errors import Interrupted, JobError
 from job.export.contract import CACHE_DIR_VARIABLE, DEFAULT_CACHE_DIR
 from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
-
-
-def expected_errors(command):
-    """Turn a JobError into one line on stderr and its exit code; no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except JobError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(Interrupted.exit_code)
-
-    return wrapper
 
 
 def option_group(*options):

@@ -11,7 +11,6 @@ import click
 
 from job.cli.options import (
     data_options,
-    expected_errors,
     export_dir_option,
     export_version_option,
     fraction,
@@ -114,7 +113,6 @@ from job.errors import Interrupted, JobError
 @export_version_option
 @gate_options
 @data_options
-@expected_errors
 def train(**opts) -> None:
     """Train and evaluate the CNN; write metrics.json, figures, model.keras and the export."""
     ctx = click.get_current_context()
