@@ -11,12 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from job import data as data_stage
-from job import rundir
+from job import evaluate as metrics
+from job import gate, model, pages, plots, rundir, tensorboard
 from job.config import RECIPES, JobConfig, TrainConfig
 from job.errors import JobError
+from job.export import model_card, savedmodel
 from job.export.versions import check_version_free
 from job.files import save_keras_atomic
-from job.training import cluster
+from job.report import SCHEMA_VERSION, environment, timings, write_report
+from job.training import cluster, devices, inputs, optimizer, strategies
+from job.training.loop import train_model
 
 
 @dataclass
@@ -48,8 +52,6 @@ def run_training(config: JobConfig, command: str) -> dict:
             check_version_free(config.export_dir, config.export_version)  # before, not after
         setup = set_up(config, load_data(config))
         held.mark_started(options)
-        from job.training.loop import train_model
-
         net, train_ds, val_ds = setup.net, setup.train_ds, setup.val_ds
         result = train_model(
             net, train_ds, val_ds, config.train.epochs, config.run_dir, setup.strategy, setup.shards
@@ -65,8 +67,6 @@ def run_training(config: JobConfig, command: str) -> dict:
         )
         commit(config, staging, report)
         if blessing:
-            from job import gate
-
             gate.refuse_unblessed(blessing, config.export_dir)  # after the report: it says why
         return report
 
@@ -82,8 +82,6 @@ def load_data(config: JobConfig) -> data_stage.Dataset:
 def prepare_arrays(dataset: data_stage.Dataset, t: TrainConfig):
     """Scale to [0, 1], add the channel axis, hold out validation. Returns
     ((x_fit, y_fit), validation or None, x_test, the report's data section)."""
-    from job.training import inputs
-
     arrays = dataset.arrays
     x_train, x_test = data_stage.scale_mnist_data(arrays.x_train[: t.limit], arrays.x_test)
     x_train, x_test = data_stage.add_channel_axis(x_train), data_stage.add_channel_axis(x_test)
@@ -100,9 +98,6 @@ def prepare_arrays(dataset: data_stage.Dataset, t: TrainConfig):
 
 def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     """Device, threads, strategy, precision and seeds; the input pipelines; the compiled model."""
-    from job import model, report
-    from job.training import devices, inputs, optimizer, strategies
-
     t, env = config.train, config.environ
     used = devices.select_device(t.device)
     devices.configure_threads(used, env)
@@ -134,7 +129,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         val_ds=val_ds,
         x_test=x_test,
         record={
-            "environment": report.environment(device_info),
+            "environment": environment(device_info),
             "data": data,
             "model": {
                 "name": net.name,
@@ -148,14 +143,12 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
 def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[dict, list[str]]:
     """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``: returns
     the report's test section and the figures' names."""
-    from job import evaluate, plots, tensorboard
-
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
     # One pass over the test set gives the loss and accuracy the seed's model.evaluate reports.
-    probabilities = evaluate.predict_in_batches(net, setup.x_test)
+    probabilities = metrics.predict_in_batches(net, setup.x_test)
     test = {
-        "loss": evaluate.cross_entropy(arrays.y_test, probabilities),
-        **evaluate.compute_metrics(arrays.y_test, probabilities),
+        "loss": metrics.cross_entropy(arrays.y_test, probabilities),
+        **metrics.compute_metrics(arrays.y_test, probabilities),
     }
     matrix = test["confusion_matrix"]
     figures = plots.save_run_figures(staging, result.history, arrays, probabilities, matrix, t.seed)
@@ -176,9 +169,6 @@ def gate_and_export(
     """The quality gate, then the blessed model's version and card: (blessing, path or None)."""
     if not config.export:
         return None, None
-    from job import gate
-    from job.export import model_card, savedmodel
-
     c = config
     blessing = gate.decide(
         record["test"]["accuracy"], c.export_dir, c.min_test_accuracy, c.gate, c.gate_tolerance
@@ -203,15 +193,12 @@ def build_report(
     started: float,
 ) -> dict:
     """The report (job/schemas/metrics.schema.json), once, from what each stage returned."""
-    from job import report
-    from job.training import devices
-
     recipe = asdict(RECIPES[record["config"]["train"]["recipe"]])
     del recipe["name"], recipe["epochs"], recipe["batch_size"]  # the config has these
     epoch_seconds = [e["seconds"] for e in result.history]
     examples, total = record["data"]["train_examples"], time.perf_counter() - started
     return {
-        "schema_version": report.SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
         **record,
@@ -224,7 +211,7 @@ def build_report(
             "resumed_from_epoch": result.resumed_from_epoch,
             "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device),
         },
-        "timings": report.timings(epoch_seconds, result.seconds, examples, total),
+        "timings": timings(epoch_seconds, result.seconds, examples, total),
         "artifacts": {
             "model": rundir.MODEL_FILENAME,
             "figures": figures,
@@ -236,9 +223,6 @@ def build_report(
 
 def commit(config: JobConfig, staging: Path, report: dict) -> None:
     """The run page beside the figures, the staged outputs moved in, the report last."""
-    from job import pages
-    from job.report import write_report
-
     figures = {name: (staging / name).read_bytes() for name in report["artifacts"]["figures"]}
     pages.write_run_page(staging / pages.PAGE_FILENAME, report, figures)
     rundir.commit_outputs(staging, config.run_dir)

@@ -25,6 +25,7 @@ from job.config import (
 )
 from job.cpu import import_tensorflow
 from job.errors import Interrupted, JobError
+from job.training.cluster import names_several_workers, read_environment
 
 
 @click.command()
@@ -118,7 +119,6 @@ def train(**opts) -> None:
     ctx = click.get_current_context()
     import_tensorflow(ctx.meta.get("verbose", False))
     from job.pipeline import run_training
-    from job.training.cluster import read_environment
 
     config = build_config(opts, read_environment())
     # The command as a person types it (python -m job / mnist-job), not Python's argv[0].
@@ -168,7 +168,6 @@ def default_run_dir(
     """(the run directory, whether it is a new generated name). Every worker of a multi-worker
     run must name the same one: under Slurm ``slurm-<job id>`` (a requeued job resumes)."""
     from job.rundir import new_run_name
-    from job.training.cluster import names_several_workers
 
     if output_dir is not None:
         return output_dir, False
