@@ -31,12 +31,8 @@ class WorkerLost(Preempted):
 
 
 class OutputError(JobError):
-    """Writing an output failed (no space left, a read-only file system, an I/O error)."""
-
-    exit_code = 74  # EX_IOERR
+    exit_code = 74  # EX_IOERR: no space left, a read-only file system, an I/O error
 
 
 class NotBlessed(JobError):
-    """The run finished, but its model did not pass the quality gate: no version written."""
-
-    exit_code = 4
+    exit_code = 4  # the run finished, but the quality gate kept its model from export

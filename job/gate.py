@@ -43,6 +43,5 @@ def decide(
 
 
 def refuse_unblessed(blessing: dict, export_dir: Path) -> None:
-    """Raise NotBlessed (its own exit code) for a model the gate did not bless."""
     if not blessing["blessed"]:
         raise NotBlessed(f"{export_dir}: not exported: {blessing['reason']}")

@@ -159,7 +159,6 @@ def commit_outputs(staging: Path, run_dir: Path) -> None:
 
 
 def remove_backup(run_dir: Path) -> None:
-    """The run is committed: its backup is no longer needed to resume."""
     shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
 
 
