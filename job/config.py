@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-RECIPES = ("default", "fast")
-DEVICES = ("auto", "cpu", "gpu")
-DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker")
 
 
 @dataclass(frozen=True)
@@ -24,27 +20,16 @@ class Recipe:
     translate_pixels: int  # random shifts of up to this many pixels in the input pipeline
     weight_decay: float | None  # Adam's decoupled weight decay (None: none, as the seed)
 
-    def settings_beyond_config(self) -> dict:
-        """What the recipe sets beyond ``TrainConfig`` (which has its name, epochs and
-        batch): every other field, for the report's ``training.recipe``."""
-        in_config = {f.name for f in dataclasses.fields(TrainConfig)} | {"name"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in in_config}
-
 
 DEFAULT_RECIPE = Recipe("default", 32, 5, False, 0.001, 0, None)
-# Trains on all 60,000 images for the whole schedule: holding out 10% for early stopping
-# cost accuracy at every seed tried; weight decay 0.05 lifted the lowest seeds
-# (docs/performance.md).
+# All 60,000 images for the whole schedule (a 10% hold-out for early stopping cost accuracy at
+# every seed tried); weight decay 0.05 lifted the lowest seeds (docs/performance.md).
 FAST_RECIPE = Recipe("fast", 128, 20, True, 0.005, 2, 0.05)
+RECIPES = {recipe.name: recipe for recipe in (DEFAULT_RECIPE, FAST_RECIPE)}
 
 
-# Training steps per call into TensorFlow (--steps-per-execution): 128 measured faster than
-# 64 and 32 here (docs/performance.md).
+# --steps-per-execution: 128 measured faster than 64 and 32 (docs/performance.md).
 DEFAULT_STEPS_PER_EXECUTION = 128
-
-
-def recipe_named(name: str) -> Recipe:
-    return {"default": DEFAULT_RECIPE, "fast": FAST_RECIPE}[name]
 
 
 @dataclass(frozen=True)
@@ -79,7 +64,7 @@ class JobConfig:
     overwrite: bool
     train: TrainConfig
     # The cluster, port and thread variables, read once by the CLI (cluster.read_environment).
-    environ: Mapping[str, str] = field(default_factory=dict)
+    environ: Mapping[str, str]
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (paths as strings), for the report."""

@@ -1,19 +1,10 @@
-"""Expected failures the CLI turns into one line on stderr and a documented exit code."""
-
-# Exit codes: the README's table, checked against these by tests/test_cli.py. Both CLIs keep
-# them (serving imports this module, which imports nothing).
-EXIT_BAD_INPUT = 2  # bad data, bad options, unwritable paths (click uses 2 for usage too)
-EXIT_DATA_UNAVAILABLE = 3  # no data source could be reached
-EXIT_NOT_BLESSED = 4  # trained and reported, but the quality gate kept it from export
-EXIT_IO_ERROR = 74  # a write failed: no space, read-only or failing storage (EX_IOERR)
-EXIT_PREEMPTED = 75  # SIGTERM: the backup is saved, rerun the same command to resume (EX_TEMPFAIL)
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+"""Expected failures: one line on stderr and the class's exit code (the README's table)."""
 
 
 class JobError(Exception):
     """An expected failure: the message is shown to the user as it is."""
 
-    exit_code = EXIT_BAD_INPUT
+    exit_code = 2  # bad data, options or paths (click uses 2 for usage too)
 
 
 class DataError(JobError):
@@ -24,15 +15,15 @@ class DataError(JobError):
 
 
 class DataUnavailable(JobError):
-    exit_code = EXIT_DATA_UNAVAILABLE
+    exit_code = 3  # no data source could be reached
 
 
 class Preempted(JobError):
-    exit_code = EXIT_PREEMPTED
+    exit_code = 75  # SIGTERM: the backup is saved, rerun the same command (EX_TEMPFAIL)
 
 
 class Interrupted(JobError):
-    exit_code = EXIT_INTERRUPTED
+    exit_code = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class WorkerLost(Preempted):
@@ -40,12 +31,8 @@ class WorkerLost(Preempted):
 
 
 class OutputError(JobError):
-    """Writing an output failed (no space left, a read-only file system, an I/O error)."""
-
-    exit_code = EXIT_IO_ERROR
+    exit_code = 74  # EX_IOERR: no space left, a read-only file system, an I/O error
 
 
 class NotBlessed(JobError):
-    """The run finished, but its model did not pass the quality gate: no version written."""
-
-    exit_code = EXIT_NOT_BLESSED
+    exit_code = 4  # the run finished, but the quality gate kept its model from export

@@ -12,31 +12,20 @@ from typing import IO
 from job.errors import OutputError
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def default_mode(directory: bool = False) -> int:
     """The permissions a plain open()/mkdir() would give; mkstemp/mkdtemp use 0600/0700."""
-    return (0o777 if directory else 0o666) & ~_umask()
+    umask = os.umask(0)  # the only way to read it: set one, put it back
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def output_error(path: Path, exc: OSError) -> OutputError:
-    """One line naming the file and why it could not be written."""
     return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path`` and rename it into place.
-
-    Readers see the old file or the whole new one, never a part. On error the temporary
-    file is removed and ``path`` is untouched.
-
-    Raises:
-        OutputError: the file system refused the write (full, read-only, failing).
-    """
+    """Call ``write`` on a temporary file beside ``path`` and rename it into place: readers
+    see the old file or the whole new one. Raises OutputError, leaving ``path`` untouched."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,12 +50,8 @@ def write_json_atomic(path: Path, data: object) -> Path:
 
 
 def save_keras_atomic(model, path: Path) -> Path:
-    """``model.save`` under a temporary name, then rename; Keras picks the format from the
-    suffix, so the temporary name ends in .keras too.
-
-    Raises:
-        OutputError: the file system refused the write.
-    """
+    """``model.save`` under a temporary name that keeps the suffix (Keras picks the format
+    from it), then rename. Raises OutputError."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,8 @@ from keras.layers import Conv2D, Dense, Flatten, MaxPooling2D
 
 
 def get_model(input_shape: tuple[int, ...]) -> keras.Sequential:
-    """Build the seed's six-layer Sequential CNN.
-
-    ``keras.Input`` carries the input shape into the first layer (Keras 3 warns on
-    ``input_shape=`` in a layer) and is not itself a layer, so ``model.layers`` stays at six.
-    The output layer computes in float32 so that the softmax stays in float32 under a
-    mixed_float16 policy; under the default float32 policy this changes nothing.
-    """
+    """The seed's six-layer CNN. ``keras.Input`` is no layer (Keras 3 warns on ``input_shape=``);
+    the softmax computes in float32 even under a mixed_float16 policy."""
     return keras.Sequential(
         [
             keras.Input(shape=input_shape),
@@ -34,8 +29,7 @@ def compile_model(
     steps_per_execution: int = 1,
     jit_compile: bool | str = "auto",
 ) -> keras.Model:
-    """Compile with Adam (default settings unless an optimizer is given), sparse categorical
-    cross-entropy and accuracy, as the seed does. Returns the model, compiled in place."""
+    """Compile in place as the seed does: Adam, sparse categorical cross-entropy, accuracy."""
     model.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",

@@ -3,23 +3,24 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from job import data as data_stage
-from job import rundir
-from job.config import JobConfig, TrainConfig, recipe_named
+from job import evaluate as metrics
+from job import gate, model, pages, plots, rundir, tensorboard
+from job.config import RECIPES, JobConfig, TrainConfig
 from job.errors import JobError
+from job.export import model_card, savedmodel
 from job.export.versions import check_version_free
 from job.files import save_keras_atomic
-from job.training import cluster
-
-log = logging.getLogger(__name__)
+from job.report import SCHEMA_VERSION, environment, timings, write_report
+from job.training import cluster, devices, inputs, optimizer, strategies
+from job.training.loop import train_model
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Setup:
     """What the setup stage hands on: the runtime chosen, the data, the compiled model."""
 
     dataset: data_stage.Dataset
-    device_info: dict
+    device: str  # the one used: cpu or gpu
     distribution: dict
     strategy: object  # tf.distribute.Strategy
     shards: int
@@ -36,34 +37,21 @@ class Setup:
     train_ds: object  # tf.data.Dataset
     val_ds: object | None
     x_test: np.ndarray
-    data: dict  # the report's data section
-    model: dict  # the report's model section
+    record: dict  # the run record's environment, data and model (report.RUN_RECORD)
 
 
-@dataclass
-class Evaluation:
-    """What the evaluation stage hands on: the report's test section and the figures staged."""
-
-    test: dict
-    figures: list[str]
-
-
-def run_training(config: JobConfig, command: str = "") -> dict:
+def run_training(config: JobConfig, command: str) -> dict:
     """Train, evaluate, write figures, model, export and report. Returns the report
     (empty on multi-worker workers other than the chief, which write nothing)."""
     role = cluster.this_role(config.environ)
     lock_suffix = "" if role.is_chief else f"{role.task_type}-{role.task_id}"
     with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
         started = time.perf_counter()
-        options, may_grow = resume_options(config)
-        if role.is_chief:
-            rundir.check_same_run(config.run_dir, options, may_grow)
+        options = rundir.check_same_run(config) if role.is_chief else None
         if config.export and config.export_version is not None:
             check_version_free(config.export_dir, config.export_version)  # before, not after
         setup = set_up(config, load_data(config))
-        held.mark_started(options if role.is_chief else None)
-        from job.training.loop import train_model
-
+        held.mark_started(options)
         net, train_ds, val_ds = setup.net, setup.train_ds, setup.val_ds
         result = train_model(
             net, train_ds, val_ds, config.train.epochs, config.run_dir, setup.strategy, setup.shards
@@ -71,26 +59,16 @@ def run_training(config: JobConfig, command: str = "") -> dict:
         if not result.writes_outputs:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
-        evaluation = evaluate(config, setup, result, staging)
-        record = run_record(config, setup, evaluation)
+        test, figures = evaluate(config, setup, result, staging)
+        record = {"config": config.to_dict(), **setup.record, "test": test}
         blessing, export_path = gate_and_export(config, setup, record)
         report = build_report(
-            command, record, setup, result, evaluation, blessing, export_path, started
+            command, record, setup, result, figures, blessing, export_path, started
         )
         commit(config, staging, report)
         if blessing:
-            from job import gate
-
             gate.refuse_unblessed(blessing, config.export_dir)  # after the report: it says why
         return report
-
-
-def resume_options(config: JobConfig) -> tuple[dict, tuple[str, ...]]:
-    """The options an unfinished run resumes only under, by name, and those that may grow:
-    ``--epochs``, where the learning rate follows no schedule over them."""
-    options = {"--" + k.replace("_", "-"): v for k, v in config.to_dict()["train"].items()}
-    options["--data"] = config.to_dict()["data_path"]
-    return options, () if recipe_named(config.train.recipe).warmup_cosine else ("--epochs",)
 
 
 def load_data(config: JobConfig) -> data_stage.Dataset:
@@ -101,25 +79,25 @@ def load_data(config: JobConfig) -> data_stage.Dataset:
     return dataset
 
 
-def prepare_arrays(arrays: data_stage.MnistArrays, t: TrainConfig):
+def prepare_arrays(dataset: data_stage.Dataset, t: TrainConfig):
     """Scale to [0, 1], add the channel axis, hold out validation. Returns
-    ((x_fit, y_fit), validation or None, x_test)."""
-    from job.training import inputs
-
+    ((x_fit, y_fit), validation or None, x_test, the report's data section)."""
+    arrays = dataset.arrays
     x_train, x_test = data_stage.scale_mnist_data(arrays.x_train[: t.limit], arrays.x_test)
     x_train, x_test = data_stage.add_channel_axis(x_train), data_stage.add_channel_axis(x_test)
     fit, validation = inputs.split_validation(
         x_train, arrays.y_train[: t.limit], t.validation_split
     )
-    return fit, validation, x_test
+    data = {
+        **dataset.describe(),
+        "train_examples": len(fit[0]),
+        "validation_examples": len(validation[0]) if validation else 0,
+    }
+    return fit, validation, x_test, data
 
 
 def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
-    """Device, threads, strategy, precision and seeds; the input pipelines; the compiled
-    model. TensorFlow is imported only now, after the cheap checks, so bad input fails fast."""
-    from job import model
-    from job.training import devices, inputs, optimizer, strategies
-
+    """Device, threads, strategy, precision and seeds; the input pipelines; the compiled model."""
     t, env = config.train, config.environ
     used = devices.select_device(t.device)
     devices.configure_threads(used, env)
@@ -128,8 +106,8 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
     device_info = devices.configure_runtime(
         t.device, used, t.mixed_precision, t.deterministic, t.seed
     )
-    (x_fit, y_fit), validation, x_test = prepare_arrays(dataset.arrays, t)
-    recipe = recipe_named(t.recipe)
+    (x_fit, y_fit), validation, x_test, data = prepare_arrays(dataset, t)
+    recipe = RECIPES[t.recipe]
     batch = distribution["global_batch_size"]
     train_ds = inputs.make_dataset(x_fit, y_fit, batch, t.seed, recipe.translate_pixels)
     val_ds = inputs.make_dataset(*validation, batch) if validation else None
@@ -141,7 +119,7 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         model.compile_model(net, adam, steps_per_execution=t.steps_per_execution, jit_compile=t.jit)
     return Setup(
         dataset=dataset,
-        device_info=device_info,
+        device=used,
         distribution=distribution,
         strategy=strategy,
         shards=devices.batch_shards(used, batch) if one_device else 1,
@@ -150,29 +128,27 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
         train_ds=train_ds,
         val_ds=val_ds,
         x_test=x_test,
-        data={
-            **dataset.describe(),
-            "train_examples": len(x_fit),
-            "validation_examples": len(validation[0]) if validation else 0,
-        },
-        model={
-            "name": net.name,
-            "parameters": int(net.count_params()),
-            "layers": [layer.__class__.__name__ for layer in net.layers],
+        record={
+            "environment": environment(device_info),
+            "data": data,
+            "model": {
+                "name": net.name,
+                "parameters": int(net.count_params()),
+                "layers": [layer.__class__.__name__ for layer in net.layers],
+            },
         },
     )
 
 
-def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> Evaluation:
-    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``."""
-    from job import evaluate, plots, tensorboard
-
+def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[dict, list[str]]:
+    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``: returns
+    the report's test section and the figures' names."""
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
     # One pass over the test set gives the loss and accuracy the seed's model.evaluate reports.
-    probabilities = evaluate.predict_in_batches(net, setup.x_test)
+    probabilities = metrics.predict_in_batches(net, setup.x_test)
     test = {
-        "loss": evaluate.cross_entropy(arrays.y_test, probabilities),
-        **evaluate.compute_metrics(arrays.y_test, probabilities),
+        "loss": metrics.cross_entropy(arrays.y_test, probabilities),
+        **metrics.compute_metrics(arrays.y_test, probabilities),
     }
     matrix = test["confusion_matrix"]
     figures = plots.save_run_figures(staging, result.history, arrays, probabilities, matrix, t.seed)
@@ -184,33 +160,15 @@ def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> Evaluati
         test,
         run_name=config.run_dir.name,
     )
-    return Evaluation(test, figures)
-
-
-def run_record(config: JobConfig, setup: Setup, evaluation: Evaluation) -> dict:
-    """What made the model and how well it does (``report.RUN_RECORD``): the export keeps
-    it beside the model, and the report holds it."""
-    from job import report
-
-    return {
-        "config": config.to_dict(),
-        "environment": report.environment(setup.device_info),
-        "data": setup.data,
-        "model": setup.model,
-        "test": evaluation.test,
-    }
+    return test, figures
 
 
 def gate_and_export(
     config: JobConfig, setup: Setup, record: dict
 ) -> tuple[dict | None, Path | None]:
-    """The quality gate, then the SavedModel version with its model card if blessed.
-    Returns the blessing and the version's path (None without export)."""
+    """The quality gate, then the blessed model's version and card: (blessing, path or None)."""
     if not config.export:
         return None, None
-    from job import gate
-    from job.export import model_card, savedmodel
-
     c = config
     blessing = gate.decide(
         record["test"]["accuracy"], c.export_dir, c.min_test_accuracy, c.gate, c.gate_tolerance
@@ -225,17 +183,22 @@ def gate_and_export(
 
 
 def build_report(
-    command: str, record: dict, setup: Setup, result, evaluation: Evaluation,
-    blessing: dict | None, export_path: Path | None, started: float,
-) -> dict:  # fmt: skip
+    command: str,
+    record: dict,
+    setup: Setup,
+    result,
+    figures: list[str],
+    blessing: dict | None,
+    export_path: Path | None,
+    started: float,
+) -> dict:
     """The report (job/schemas/metrics.schema.json), once, from what each stage returned."""
-    from job import report
-    from job.training import devices
-
+    recipe = asdict(RECIPES[record["config"]["train"]["recipe"]])
+    del recipe["name"], recipe["epochs"], recipe["batch_size"]  # the config has these
     epoch_seconds = [e["seconds"] for e in result.history]
-    examples, total = setup.data["train_examples"], time.perf_counter() - started
+    examples, total = record["data"]["train_examples"], time.perf_counter() - started
     return {
-        "schema_version": report.SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
         **record,
@@ -243,15 +206,15 @@ def build_report(
         "training": {
             "batch_shards": setup.shards,
             "adam_update": setup.adam_update,
-            "recipe": recipe_named(record["config"]["train"]["recipe"]).settings_beyond_config(),
+            "recipe": recipe,
             "history": result.history,
             "resumed_from_epoch": result.resumed_from_epoch,
-            "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device_info["used"]),
+            "peak_gpu_memory_mb": devices.peak_gpu_memory_mb(setup.device),
         },
-        "timings": report.timings(epoch_seconds, result.seconds, examples, total),
+        "timings": timings(epoch_seconds, result.seconds, examples, total),
         "artifacts": {
             "model": rundir.MODEL_FILENAME,
-            "figures": evaluation.figures,
+            "figures": figures,
             "export": str(export_path) if export_path else None,
         },
         "blessing": blessing,
@@ -259,11 +222,7 @@ def build_report(
 
 
 def commit(config: JobConfig, staging: Path, report: dict) -> None:
-    """The run page beside the figures, then move the staged outputs in, write the report
-    last, drop the backup."""
-    from job import pages
-    from job.report import write_report
-
+    """The run page beside the figures, the staged outputs moved in, the report last."""
     figures = {name: (staging / name).read_bytes() for name in report["artifacts"]["figures"]}
     pages.write_run_page(staging / pages.PAGE_FILENAME, report, figures)
     rundir.commit_outputs(staging, config.run_dir)

@@ -1,12 +1,5 @@
-"""The run directory: named, claimed and locked for one run, filled through a staging
-folder, read back.
-
-A run writes its outputs to ``.staging`` first and moves them in at the end, with
-``metrics.json`` written last: a run directory with a report is a finished run. While a
-run lives it holds an OS lock on ``.lock`` (``.lock-<worker>`` for the other workers of a
-multi-worker run), so a second run pointed at the same directory is refused; the OS drops
-the lock when the process dies, so a rerun after SIGKILL resumes.
-"""
+"""The run directory: named, claimed under an OS lock (dropped when the process dies, so a
+rerun after SIGKILL resumes), filled through ``.staging``, the report last, read back."""
 
 from __future__ import annotations
 
@@ -24,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from job.config import RECIPES, JobConfig
 from job.errors import JobError
 from job.files import check_writable_dir, write_json_atomic
 from job.report import REPORT_FILENAME
@@ -41,34 +35,32 @@ OPTIONS_FILENAME = "options.json"  # in the backup: the options an unfinished ru
 
 
 def new_run_name(now: datetime | None = None) -> str:
-    """``<UTC timestamp>-<6 random hex digits>``: unique for runs started in the same second
-    on any number of hosts, and still sorted by start time."""
+    """``<UTC timestamp>-<6 hex digits>``: unique across hosts within a second, sorted by time."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
 @dataclass
 class Claim:
-    """A run directory held by this process; see ``claim``."""
-
     run_dir: Path
     created: bool
     started: bool = False  # set once training starts: from then on the folder is kept
 
     def mark_started(self, options: dict | None = None) -> None:
-        """Training starts: keep the folder, and record ``options`` for ``check_same_run``."""
+        """Training starts: keep the folder; record ``options`` for ``check_same_run``."""
         self.started = True
         if options is not None:
             write_json_atomic(self.run_dir / BACKUP_DIRNAME / OPTIONS_FILENAME, options)
 
 
-def check_same_run(run_dir: Path, options: dict, may_grow: tuple[str, ...] = ()) -> None:
+def check_same_run(config: JobConfig) -> dict:
     """Refuse to resume an unfinished run under other options: its epochs would mix them.
-
-    Args:
-        options: the resolved options, by name (``--batch-size``: 32).
-        may_grow: options that may be raised on resuming (``--epochs`` without a schedule).
-    """
+    Only ``--epochs`` may grow, where the learning rate follows no schedule. Returns the
+    options by name, for ``Claim.mark_started``."""
+    run_dir, settings = config.run_dir, config.to_dict()
+    options = {"--" + k.replace("_", "-"): v for k, v in settings["train"].items()}
+    options["--data"] = settings["data_path"]
+    may_grow = () if RECIPES[config.train.recipe].warmup_cosine else ("--epochs",)
     path = run_dir / BACKUP_DIRNAME / OPTIONS_FILENAME
     before = json.loads(path.read_text()) if path.exists() else options
     changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
@@ -81,10 +73,11 @@ def check_same_run(run_dir: Path, options: dict, may_grow: tuple[str, ...] = ())
         )
     for name, old in grown.items():
         log.info("resuming %s with %s raised from %s to %s", run_dir, name, old, options[name])
+    return options
 
 
 def _lock(path: Path) -> int:
-    """Take an exclusive OS lock on ``path`` without waiting; returns the open descriptor."""
+    """An exclusive OS lock on ``path``, without waiting: the open descriptor."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,17 +98,10 @@ def _lock(path: Path) -> int:
 def claim(
     run_dir: Path, overwrite: bool, exclusive: bool, lock_suffix: str = ""
 ) -> Iterator[Claim]:
-    """Create or check ``run_dir`` and hold its lock for the run.
-
-    Args:
-        exclusive: the directory must not exist yet (a generated name); it is created here.
-        lock_suffix: "" for the process that writes the run's outputs; another worker of a
-            multi-worker run passes its own name and holds a lock of its own.
-
-    Raises:
-        JobError: the directory exists though ``exclusive``, another live run holds it, it
-            holds a finished run and ``overwrite`` is false, or it cannot be written.
-    """
+    """Create or check ``run_dir`` (``exclusive``: a generated name, not there yet) and hold its
+    lock for the run (``lock_suffix``: another worker's own). JobError if it exists though
+    exclusive, a live run holds it, it holds a finished run (without ``overwrite``), or it
+    cannot be written."""
     existed = run_dir.exists()
     try:
         if exclusive:
@@ -164,11 +150,8 @@ def fresh_staging(run_dir: Path) -> Path:
 
 
 def commit_outputs(staging: Path, run_dir: Path) -> None:
-    """Move a complete set of staged outputs into the run directory.
-
-    The old report goes first and the new one is written after the moves: a report never
-    sits beside files it does not describe.
-    """
+    """Move staged outputs in, the old report out first: a report never sits beside files
+    it does not describe (the new one is written after)."""
     (run_dir / REPORT_FILENAME).unlink(missing_ok=True)
     for path in sorted(staging.iterdir()):
         path.replace(run_dir / path.name)
@@ -176,7 +159,6 @@ def commit_outputs(staging: Path, run_dir: Path) -> None:
 
 
 def remove_backup(run_dir: Path) -> None:
-    """The run is committed: its backup is no longer needed to resume."""
     shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
 
 

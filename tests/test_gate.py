@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from job import gate
 from job.cli import main
-from job.errors import EXIT_NOT_BLESSED
+from job.errors import NotBlessed
 from job.export import contract as c
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def train(mnist_path, tmp_path, *extra) -> tuple:
 
 def test_a_run_under_the_floor_writes_everything_but_a_version(tmp_path, mnist_path):
     result, run_dir, export_dir = train(mnist_path, tmp_path, "--min-test-accuracy", "0.999")
-    assert result.exit_code == EXIT_NOT_BLESSED, result.output
+    assert result.exit_code == NotBlessed.exit_code, result.output
     assert "not exported" in result.output and "0.999" in result.output
     assert not export_dir.exists() or not any(export_dir.iterdir())
     report = json.loads((run_dir / "metrics.json").read_text())
@@ -70,7 +70,7 @@ def test_a_worse_run_is_held_back_unless_the_gate_is_off(tmp_path, mnist_path):
     (tmp_path / "models").mkdir()
     fake_version(tmp_path / "models", 3, 0.999)
     result, run_dir, export_dir = train(mnist_path, tmp_path)
-    assert result.exit_code == EXIT_NOT_BLESSED
+    assert result.exit_code == NotBlessed.exit_code
     assert "version 3's 0.9990" in result.output
     assert sorted(p.name for p in export_dir.iterdir()) == ["3"]
 
@@ -87,7 +87,7 @@ def test_a_worse_run_is_held_back_unless_the_gate_is_off(tmp_path, mnist_path):
 def test_a_smoke_run_is_not_exported_unless_the_floor_is_lowered(tmp_path, mnist_path):
     args = ["--limit", "5"]
     result, run_dir, export_dir = train(mnist_path, tmp_path, *args)
-    assert result.exit_code == EXIT_NOT_BLESSED, result.output
+    assert result.exit_code == NotBlessed.exit_code, result.output
     (line,) = result.output.splitlines()[-1:]
     assert line.startswith(f"error: {export_dir}: not exported: test accuracy 0.")
     assert "under --min-test-accuracy 0.5 (pass a lower one, or 0, to export it anyway)" in line
@@ -113,7 +113,7 @@ def test_the_export_command_applies_the_same_gate(trained_run, tmp_path):
     fake_version(export_dir, 1, 0.9999)
     args = ["export", "--run", str(trained_run["run_dir"]), "--export-dir", str(export_dir)]
     held = CliRunner().invoke(main, args)
-    assert held.exit_code == EXIT_NOT_BLESSED and "not exported" in held.output
+    assert held.exit_code == NotBlessed.exit_code and "not exported" in held.output
     assert sorted(p.name for p in export_dir.iterdir()) == ["1"]
     assert CliRunner().invoke(main, [*args, "--no-gate"]).exit_code == 0
     assert sorted(p.name for p in export_dir.iterdir()) == ["1", "2"]

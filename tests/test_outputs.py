@@ -24,13 +24,19 @@ def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def test_write_atomic_replaces_the_whole_file_with_plain_permissions(tmp_path):
     target = tmp_path / "new" / "folders" / "out.bin"
     assert files.write_atomic(target, lambda f: f.write(b"first")) == target
     files.write_atomic(target, lambda f: f.write(b"second"))
     assert target.read_bytes() == b"second"
-    assert mode(target) == files.default_mode() == 0o666 & ~files._umask()
-    assert files.default_mode(directory=True) == 0o777 & ~files._umask()
+    assert mode(target) == files.default_mode() == 0o666 & ~umask()
+    assert files.default_mode(directory=True) == 0o777 & ~umask()
     assert os.listdir(target.parent) == ["out.bin"]  # no temporary file left
 
 
@@ -143,7 +149,7 @@ def test_an_exclusive_claim_makes_the_folder_and_refuses_an_existing_one(tmp_pat
         assert held.created and not held.started
         lock = (run_dir / rundir.LOCK_FILENAME).read_text()
         assert lock == f"pid {os.getpid()} on {os.uname().nodename}\n"
-        assert mode(run_dir / rundir.LOCK_FILENAME) == 0o644 & ~files._umask()
+        assert mode(run_dir / rundir.LOCK_FILENAME) == 0o644 & ~umask()
         held.mark_started()
     with (
         pytest.raises(JobError, match=f"^{run_dir}: already exists; choose another --output-dir$"),

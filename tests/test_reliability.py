@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from job import plots
 from job.cli import main
 from job.cpu import ONEDNN_VARIABLE, X86_64
-from job.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED
+from job.errors import Interrupted, Preempted
 from tests.conftest import REPO, read_scalars
 
 pytestmark = pytest.mark.integration
@@ -82,10 +82,10 @@ def test_interrupted_run_resumes_and_reports_each_epoch_once(
     command = job_command(mnist_path, run_dir, *RESUMABLE)
     code, stderr = start_and_interrupt(command, run_dir, sig)
     if sig == signal.SIGTERM:
-        assert code == EXIT_PREEMPTED, stderr[-2000:]
+        assert code == Preempted.exit_code, stderr[-2000:]
         assert "SIGTERM" in stderr and "Traceback" not in stderr
     elif sig == signal.SIGINT:
-        assert code == EXIT_INTERRUPTED, stderr[-2000:]
+        assert code == Interrupted.exit_code, stderr[-2000:]
         assert stderr.endswith(
             f"error: {run_dir}: interrupted; run the same command again to resume\n"
         )

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from job import rundir
-from job.errors import EXIT_IO_ERROR
+from job.errors import OutputError
 from job.export import contract as c
 from job.export import versions
 from job.export.signatures import image_header_size
@@ -177,7 +177,7 @@ def test_a_full_disk_during_export_is_one_line_and_the_rerun_does_not_train(
     args = ["--data", str(synthetic_npz), "--epochs", "2", "--output-dir", str(tmp_path / "run")]
     args += ["--export-dir", str(small_disk.path / "mnist")]
     full = run_job(*args)
-    assert full.returncode == EXIT_IO_ERROR, full.stderr[-2000:]
+    assert full.returncode == OutputError.exit_code, full.stderr[-2000:]
     (line,) = error_lines(full.stderr)
     assert "No space left on device" in line and str(small_disk.path / "mnist") in line
     assert "Traceback" not in full.stderr
@@ -199,7 +199,7 @@ def test_a_full_disk_during_export_is_one_line_and_the_rerun_does_not_train(
 def test_a_full_disk_during_training_is_one_line(small_disk, synthetic_npz):
     run_dir = small_disk.path / "run"
     done = run_job("--data", str(synthetic_npz), "--output-dir", str(run_dir), "--no-export")
-    assert done.returncode == EXIT_IO_ERROR, done.stderr[-2000:]
+    assert done.returncode == OutputError.exit_code, done.stderr[-2000:]
     (line,) = error_lines(done.stderr)
     assert "No space left on device" in line and str(run_dir) in line
     assert "Traceback" not in done.stderr

@@ -1,14 +1,5 @@
-"""Command line: the only place that reads options and the environment.
-
-The cluster's variables (TF_CONFIG, Slurm's), the port base and TensorFlow's thread counts
-are read once (``job.training.cluster.read_environment``) into the frozen ``JobConfig``
-and passed down; the data stage reads KERAS_HOME where it looks for Keras' own cache, as
-Keras does.
-
-Heavy modules (TensorFlow) are imported inside the commands, so ``--help`` and option
-errors answer at once. One module per group of commands: ``train``, ``commands`` (data,
-export, report); what they share (options, one-line errors) in ``options``.
-"""
+"""Command line: the only place that reads options and the environment (into ``JobConfig``).
+TensorFlow is imported inside the commands, so ``--help`` and option errors answer at once."""
 
 from __future__ import annotations
 
@@ -20,27 +11,38 @@ import click
 from job.cli.commands import data_command, export, report
 from job.cli.train import train
 from job.cpu import enable_onednn_by_default
+from job.errors import Interrupted, JobError
 
-log = logging.getLogger("job")
+
+class Commands(click.Group):
+    """Every command's expected failure ends as one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JobError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(Interrupted.exit_code)
 
 
-def setup_logging(verbose: bool) -> None:
-    """The job's own lines, plainly; with ``verbose`` every library's, with times and names."""
+@click.group(
+    cls=Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
+@click.version_option(package_name="mnist-job")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("tensorflow").setLevel(logging.DEBUG if verbose else logging.WARNING)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
-@click.version_option(package_name="mnist-job")
-@click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
-    """Train the seed's MNIST CNN, report how well it did, export it for TensorFlow Serving."""
-    setup_logging(verbose)
     enable_onednn_by_default()  # before any command imports TensorFlow
     ctx.meta["verbose"] = verbose  # TensorFlow's own lines too (cpu.import_tensorflow)
 

@@ -10,7 +10,6 @@ import click
 from job.cli.options import (
     cache_dir_option,
     data_options,
-    expected_errors,
     export_dir_option,
     export_version_option,
     gate_options,
@@ -29,7 +28,6 @@ from job.errors import JobError
     show_default=True,
     help="table: one line for a person; json: the report's data section.",
 )
-@expected_errors
 def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_format: str):
     """Fetch (if needed) and verify MNIST without training."""
     from job.data import load_mnist
@@ -57,20 +55,25 @@ def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_
 @export_version_option
 @gate_options
 @cache_dir_option
-@expected_errors
 def export(
-    run_dir, export_dir, export_version, version, min_test_accuracy, gate, gate_tolerance,
-    cache_dir,
-) -> None:  # fmt: skip
+    run_dir: Path,
+    export_dir: Path,
+    export_version: int | None,
+    version: int | None,
+    min_test_accuracy: float,
+    gate: bool,
+    gate_tolerance: float,
+    cache_dir: Path,
+) -> None:
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
     model card (limits measured on the cached MNIST test set).
 
-    The quality gate applies as in train: the run's test accuracy against
-    --min-test-accuracy and the newest exported version (--no-gate --min-test-accuracy 0
-    to skip both).
+    The quality gate applies as in train (--no-gate --min-test-accuracy 0 to skip it).
     """
     import_tensorflow(click.get_current_context().meta.get("verbose", False))
     from job import gate as quality_gate
+    from job.data import load_mnist
+    from job.export import model_card
     from job.export.savedmodel import export_for_serving
     from job.report import REPORT_FILENAME, read_report, run_record
     from job.rundir import load_trained_model
@@ -86,23 +89,18 @@ def export(
             report["test"]["accuracy"], export_dir, min_test_accuracy, gate, gate_tolerance
         )
         quality_gate.refuse_unblessed(blessing, export_dir)
-    card = run_model_card(model, report, cache_dir) if report else None
     record = run_record(report) if report else None
+    card = None
+    if report:  # the model card; its limits where verified MNIST is cached
+        try:
+            arrays = load_mnist(None, cache_dir, allow_network=False).arrays
+        except JobError:
+            card = model_card.build_card(report, None, f"no verified MNIST in {cache_dir}")
+        else:
+            limits = model_card.measure_limits(model, arrays.x_test, arrays.y_test)
+            card = model_card.build_card(report, limits)
     path = export_for_serving(model, export_dir, export_version or version, record, card)
     click.echo(str(path))
-
-
-def run_model_card(model, report: dict, cache_dir: Path) -> dict:
-    """The model card of a finished run; its limits where verified MNIST is cached."""
-    from job.data import load_mnist
-    from job.export import model_card
-
-    try:
-        arrays = load_mnist(None, cache_dir, allow_network=False).arrays
-    except JobError:
-        return model_card.build_card(report, None, f"no verified MNIST in {cache_dir}")
-    limits = model_card.measure_limits(model, arrays.x_test, arrays.y_test)
-    return model_card.build_card(report, limits)
 
 
 @click.command()
@@ -127,7 +125,6 @@ def run_model_card(model, report: dict, cache_dir: Path) -> dict:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write to this file (atomically) instead of printing.",
 )
-@expected_errors
 def report(
     paths: tuple[Path, ...],
     group_by: str | None,

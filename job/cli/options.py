@@ -1,33 +1,13 @@
-"""What several commands share: options, their checks, and expected errors as one line."""
+"""What several commands share: options and their checks."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import click
 
-from job.errors import EXIT_INTERRUPTED, JobError
 from job.export.contract import CACHE_DIR_VARIABLE, DEFAULT_CACHE_DIR
 from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
-
-
-def expected_errors(command):
-    """Turn a JobError into one line on stderr and its exit code; no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except JobError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper
 
 
 def option_group(*options):
@@ -41,7 +21,6 @@ def option_group(*options):
     return decorate
 
 
-# One cache for make, python -m job and python -m serving.
 cache_dir_option = click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
@@ -83,7 +62,6 @@ def fraction(ctx, param, value):
     return value
 
 
-# Shared by train and export, which both write a version under the model base path.
 export_dir_option = click.option(
     "--export-dir",
     type=click.Path(path_type=Path),
@@ -105,7 +83,6 @@ export_version_option = option_group(
 )
 
 
-# The quality gate before export: shared by train and export.
 gate_options = option_group(
     click.option(
         "--min-test-accuracy",

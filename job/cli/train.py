@@ -11,7 +11,6 @@ import click
 
 from job.cli.options import (
     data_options,
-    expected_errors,
     export_dir_option,
     export_version_option,
     fraction,
@@ -20,15 +19,13 @@ from job.cli.options import (
 )
 from job.config import (
     DEFAULT_STEPS_PER_EXECUTION,
-    DEVICES,
-    DISTRIBUTE,
     RECIPES,
     JobConfig,
     TrainConfig,
-    recipe_named,
 )
 from job.cpu import import_tensorflow
 from job.errors import Interrupted, JobError
+from job.training.cluster import names_several_workers, read_environment
 
 
 @click.command()
@@ -53,7 +50,7 @@ from job.errors import Interrupted, JobError
 )
 @click.option(
     "--recipe",
-    type=click.Choice(RECIPES),
+    type=click.Choice(list(RECIPES)),
     default="default",
     show_default=True,
     help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
@@ -63,7 +60,7 @@ from job.errors import Interrupted, JobError
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")
 @click.option(
     "--device",
-    type=click.Choice(DEVICES),
+    type=click.Choice(["auto", "cpu", "gpu"]),
     default="auto",
     show_default=True,
     help="auto uses a GPU when TensorFlow sees one.",
@@ -89,7 +86,7 @@ from job.errors import Interrupted, JobError
 )
 @click.option(
     "--distribute",
-    type=click.Choice(DISTRIBUTE),
+    type=click.Choice(["auto", "none", "mirrored", "multi-worker"]),
     default="auto",
     show_default=True,
     help="none, mirrored (GPUs of one machine), multi-worker (TF_CONFIG or Slurm).",
@@ -117,13 +114,11 @@ from job.errors import Interrupted, JobError
 @export_version_option
 @gate_options
 @data_options
-@expected_errors
 def train(**opts) -> None:
     """Train and evaluate the CNN; write metrics.json, figures, model.keras and the export."""
     ctx = click.get_current_context()
     import_tensorflow(ctx.meta.get("verbose", False))
     from job.pipeline import run_training
-    from job.training.cluster import read_environment
 
     config = build_config(opts, read_environment())
     # The command as a person types it (python -m job / mnist-job), not Python's argv[0].
@@ -136,26 +131,22 @@ def train(**opts) -> None:
             if config.run_dir.exists()
             else f"{config.run_dir}: interrupted before training; nothing was written"
         ) from None
-    if report:
-        echo_ending(report, config.run_dir)
-
-
-def echo_ending(report: dict, run_dir: Path) -> None:
-    """The result, where to read it, and what to do next."""
+    if not report:
+        return  # a worker other than the chief writes nothing
     from job.pages import PAGE_FILENAME  # deferred with pandas, as every module of the run
 
     test = report["test"]
     click.echo(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
-    click.echo(f"report: {run_dir / PAGE_FILENAME}")
+    click.echo(f"report: {config.run_dir / PAGE_FILENAME}")
     if report["artifacts"]["export"]:
         click.echo("next: make serve, then make verify (or python -m serving predict --help)")
     else:
-        click.echo(f"next: python -m job export --run {run_dir}")
+        click.echo(f"next: python -m job export --run {config.run_dir}")
 
 
 def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
     """The options as one JobConfig; the recipe fills --epochs and --batch-size not given."""
-    recipe = recipe_named(opts["recipe"])
+    recipe = RECIPES[opts["recipe"]]
     defaults = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "validation_split": 0.0}
     train = {f.name: opts[f.name] for f in fields(TrainConfig)}
     train.update({k: v for k, v in defaults.items() if train[k] is None})
@@ -174,14 +165,9 @@ def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
 def default_run_dir(
     output_dir: Path | None, runs_dir: Path, environ: dict[str, str]
 ) -> tuple[Path, bool]:
-    """(the run directory, whether it is a new generated name).
-
-    Every worker of a multi-worker run must name the same folder: under Slurm the default
-    is ``slurm-<job id>`` (a requeued job keeps its id, so it resumes); with TF_CONFIG the
-    folder must be given.
-    """
+    """(the run directory, whether it is a new generated name). Every worker of a multi-worker
+    run must name the same one: under Slurm ``slurm-<job id>`` (a requeued job resumes)."""
     from job.rundir import new_run_name
-    from job.training.cluster import names_several_workers
 
     if output_dir is not None:
         return output_dir, False
