@@ -1,7 +1,5 @@
 """Frozen configuration, built once by the CLI and passed down as plain values."""
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass

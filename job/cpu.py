@@ -1,8 +1,6 @@
 """The CPU: oneDNN on by default on x86-64 (why: docs/performance.md), and the model and
 vector features a report names. Nothing here imports TensorFlow."""
 
-from __future__ import annotations
-
 import os
 import platform
 import sys

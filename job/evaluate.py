@@ -1,7 +1,5 @@
 """Pure metrics from labels and predicted probabilities, and the one pass over the test set."""
 
-from __future__ import annotations
-
 import numpy as np
 
 

@@ -1,7 +1,5 @@
 """Atomic writes: a temporary name in the same folder, fsync, then rename over the target."""
 
-from __future__ import annotations
-
 import json
 import os
 import tempfile

@@ -1,8 +1,6 @@
 """The quality gate before export, as TFX's Evaluator blesses a model before its Pusher
 pushes it: a floor, and no worse than the newest version (docs/reports.md)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from job.errors import NotBlessed

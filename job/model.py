@@ -1,7 +1,5 @@
 """The seed's CNN: get_model(input_shape) and compile_model(model), exactly to its spec."""
 
-from __future__ import annotations
-
 import keras
 from keras.layers import Conv2D, Dense, Flatten, MaxPooling2D
 

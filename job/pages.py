@@ -4,8 +4,6 @@ Self-contained (figures as data URIs, inline CSS, no JavaScript), every text esc
 written before a field existed still renders, with a dash for what it lacks.
 """
 
-from __future__ import annotations
-
 import base64
 import html
 import json

@@ -1,8 +1,6 @@
 """One training run, stage by stage: setup -> train -> evaluate -> report -> gate -> export
 -> commit (the staged outputs moved into the run directory, ``job.rundir``)."""
 
-from __future__ import annotations
-
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime

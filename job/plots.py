@@ -1,7 +1,5 @@
 """Figures: functions that take data and return a matplotlib Figure, and one that saves it."""
 
-from __future__ import annotations
-
 import io
 from pathlib import Path
 

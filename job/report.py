@@ -1,8 +1,6 @@
 """The JSON metrics report: its environment and timings sections, writing and reading it,
 tables of many."""
 
-from __future__ import annotations
-
 import json
 import platform
 import statistics

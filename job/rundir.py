@@ -1,8 +1,6 @@
 """The run directory: named, claimed under an OS lock (dropped when the process dies, so a
 rerun after SIGKILL resumes), filled through ``.staging``, the report last, read back."""
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import fcntl

@@ -1,7 +1,5 @@
 """TensorBoard event files laid out as Keras' callback lays them out (docs/reports.md)."""
 
-from __future__ import annotations
-
 import shutil
 from pathlib import Path
 

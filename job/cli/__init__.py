@@ -1,8 +1,6 @@
 """Command line: the only place that reads options and the environment (into ``JobConfig``).
 TensorFlow is imported inside the commands, so ``--help`` and option errors answer at once."""
 
-from __future__ import annotations
-
 import logging
 import sys
 

@@ -1,7 +1,5 @@
 """What several commands share: options and their checks."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import click

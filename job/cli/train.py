@@ -1,7 +1,5 @@
 """``python -m job train``: options -> one frozen JobConfig -> the pipeline."""
 
-from __future__ import annotations
-
 import shlex
 import sys
 from dataclasses import fields

@@ -1,8 +1,6 @@
 """Find, fetch, verify and load MNIST; scale it; add the channel axis. The sources, in the
 order they are tried, and why: docs/data.md."""
 
-from __future__ import annotations
-
 import logging
 import os
 import urllib.error

@@ -1,11 +1,10 @@
 """MNIST as verified arrays: shapes, ranges, checksums; reading and writing .npz files."""
 
-from __future__ import annotations
-
 import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -45,7 +44,7 @@ class Dataset:
     canonical: bool  # True when the arrays are byte-exact original MNIST
 
     @classmethod
-    def of(cls, arrays: MnistArrays, source: str, path: Path | str) -> Dataset:
+    def of(cls, arrays: MnistArrays, source: str, path: Path | str) -> Self:
         return cls(arrays, source, str(path), arrays_sha256(arrays), is_canonical(arrays))
 
     def describe(self) -> dict:

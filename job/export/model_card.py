@@ -2,8 +2,6 @@
 2019). Its limits are measured at export time on the MNIST test set shifted or inverted, so a
 reader knows what happens off the training distribution."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from pathlib import Path
 

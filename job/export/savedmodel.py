@@ -1,8 +1,6 @@
 """Write the SavedModel into a numbered version folder, atomically, with warm-up requests,
 the run's record and the model card."""
 
-from __future__ import annotations
-
 import logging
 import os
 import re

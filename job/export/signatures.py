@@ -3,8 +3,6 @@
 picks (keras-team/keras#19458), and ``model.export`` has failed with several outputs and an
 input signature (keras-team/keras#21258)."""
 
-from __future__ import annotations
-
 import keras
 import tensorflow as tf
 

@@ -1,8 +1,6 @@
 """Numbered version folders under a model base path, as TensorFlow Serving reads them.
 No TensorFlow here, so a run can check its ``--export-version`` before it trains."""
 
-from __future__ import annotations
-
 import errno
 import json
 import os

@@ -1,11 +1,10 @@
 """Callbacks every training loop drives: history log, backup and resume, preemption."""
 
-from __future__ import annotations
-
 import json
 import signal
 import time
 from pathlib import Path
+from typing import Self
 
 import keras
 
@@ -104,7 +103,7 @@ class PreemptionGuard(keras.callbacks.Callback):
     def _on_sigterm(self, signum, frame):
         self.requested = True
 
-    def __enter__(self) -> PreemptionGuard:
+    def __enter__(self) -> Self:
         self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 

@@ -1,7 +1,5 @@
 """The cluster from TF_CONFIG or Slurm's variables, without TensorFlow: the CLI asks first."""
 
-from __future__ import annotations
-
 import json
 import os
 import re

@@ -1,7 +1,5 @@
 """Which device trains, how many threads it uses, seeds, precision and determinism."""
 
-from __future__ import annotations
-
 import logging
 import os
 from collections.abc import Mapping

@@ -1,7 +1,5 @@
 """The tf.data input pipeline: validation split, per-epoch shuffle, random shifts."""
 
-from __future__ import annotations
-
 import math
 import os
 

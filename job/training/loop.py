@@ -1,8 +1,6 @@
 """One replica step and one loop for every strategy, driving Keras' callbacks: Keras 3's
 ``fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, docs/clusters.md)."""
 
-from __future__ import annotations
-
 import functools
 import logging
 import shutil

@@ -1,7 +1,5 @@
 """The optimizer each recipe trains with, and the fused Adam update behind its fence."""
 
-from __future__ import annotations
-
 import functools
 import logging
 

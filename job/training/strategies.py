@@ -1,7 +1,5 @@
 """Distribution strategies (one device, mirrored, multi-worker) and who writes what."""
 
-from __future__ import annotations
-
 import logging
 import re
 import socket
