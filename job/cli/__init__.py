@@ -28,7 +28,11 @@ class Commands(click.Group):
 
 @click.group(
     cls=Commands,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "show_default": True,
+    },
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, TensorFlow's own lines too.")
 @click.version_option(package_name="mnist-job")

@@ -23,7 +23,6 @@ from job.errors import JobError
     "output_format",
     type=click.Choice(["table", "json"]),
     default="table",
-    show_default=True,
     help="table: one line for a person; json: the report's data section.",
 )
 def data_command(data_path: Path | None, cache_dir: Path, offline: bool, output_format: str):
@@ -114,7 +113,6 @@ def export(
     "output_format",
     type=click.Choice(["table", "markdown", "csv", "json", "html"]),
     default="table",
-    show_default=True,
     help="html: a self-contained sweep page with the spread per group as a plot; markdown: "
     "the same as text, for GitHub job summaries and pull requests.",
 )

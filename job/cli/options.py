@@ -24,7 +24,6 @@ cache_dir_option = click.option(
     type=click.Path(path_type=Path),
     envvar=CACHE_DIR_VARIABLE,
     default=DEFAULT_CACHE_DIR,
-    show_default=True,
     show_envvar=True,
     help="Where verified MNIST is cached as mnist.npz (make and both CLIs share it).",
 )
@@ -64,7 +63,6 @@ export_dir_option = click.option(
     "--export-dir",
     type=click.Path(path_type=Path),
     default=Path("models/mnist"),
-    show_default=True,
     help="Model base path; versions are numbered folders in it.",
 )
 export_version_option = option_group(
@@ -86,13 +84,11 @@ gate_options = option_group(
         "--min-test-accuracy",
         type=click.FloatRange(0, 1),
         default=DEFAULT_MIN_TEST_ACCURACY,
-        show_default=True,
         help="Export only a model with at least this test accuracy (0: any).",
     ),
     click.option(
         "--gate/--no-gate",
         default=True,
-        show_default=True,
         help="Export only a model no worse than the newest exported version (its recorded "
         "test accuracy, less --gate-tolerance).",
     ),
@@ -100,7 +96,6 @@ gate_options = option_group(
         "--gate-tolerance",
         type=click.FloatRange(0, 1),
         default=DEFAULT_TOLERANCE,
-        show_default=True,
         help="How far under the newest version's test accuracy still passes.",
     ),
 )

@@ -50,17 +50,15 @@ from job.training.cluster import names_several_workers, read_environment
     "--recipe",
     type=click.Choice(list(RECIPES)),
     default="default",
-    show_default=True,
     help="default: the seed's math (Adam defaults, batch 32) fed by tf.data. fast: "
     "batch 128, warm-up + cosine LR, weight decay, 2-pixel shifts, 20 epochs.",
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@click.option("--seed", type=int, default=42, help="Random seed.")
 @click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "gpu"]),
     default="auto",
-    show_default=True,
     help="auto uses a GPU when TensorFlow sees one.",
 )
 @click.option(
@@ -73,20 +71,18 @@ from job.training.cluster import names_several_workers, read_environment
     is_flag=True,
     help="mixed_float16 compute (GPU); the softmax stays float32.",
 )
-@click.option("--jit/--no-jit", default=False, show_default=True, help="XLA-compile training.")
+@click.option("--jit/--no-jit", default=False, help="XLA-compile training.")
 @click.option(
     "--steps-per-execution",
     type=int,
     callback=positive,
     default=DEFAULT_STEPS_PER_EXECUTION,
-    show_default=True,
     help="Training steps run per call into TensorFlow.",
 )
 @click.option(
     "--distribute",
     type=click.Choice(["auto", "none", "mirrored", "multi-worker"]),
     default="auto",
-    show_default=True,
     help="none, mirrored (GPUs of one machine), multi-worker (TF_CONFIG or Slurm).",
 )
 @click.option(
@@ -98,14 +94,12 @@ from job.training.cluster import names_several_workers, read_environment
     "--runs-dir",
     type=click.Path(path_type=Path),
     default=Path("runs"),
-    show_default=True,
     help="Where the default run directory is made.",
 )
 @click.option("--overwrite", is_flag=True, help="Start afresh over a finished or unfinished run.")
 @click.option(
     "--export/--no-export",
     default=True,
-    show_default=True,
     help="Export a SavedModel for TensorFlow Serving.",
 )
 @export_dir_option
