@@ -67,12 +67,12 @@ def test_report_command_prints_a_table(tmp_path, synthetic_npz):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--epochs", "0"], "must be a positive integer"),
-        (["--epochs", "-3"], "must be a positive integer"),
-        (["--batch-size", "0"], "must be a positive integer"),
-        (["--export-version", "0"], "must be a positive integer"),
-        (["--validation-split", "1.5"], "must be in [0, 1)"),
-        (["--validation-split", "-0.1"], "must be in [0, 1)"),
+        (["--epochs", "0"], "is not in the range x>=1"),
+        (["--epochs", "-3"], "is not in the range x>=1"),
+        (["--batch-size", "0"], "is not in the range x>=1"),
+        (["--export-version", "0"], "is not in the range x>=1"),
+        (["--validation-split", "1.5"], "is not in the range 0<=x<1"),
+        (["--validation-split", "-0.1"], "is not in the range 0<=x<1"),
         (["--limit", "100000"], "larger than the 600 training images"),
         (["--device", "gpu"], "no GPU is visible"),
         (["--device", "tpu"], "Invalid value for '--device'"),

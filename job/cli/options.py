@@ -47,18 +47,6 @@ data_options = option_group(
 )
 
 
-def positive(ctx, param, value):
-    if value is not None and value <= 0:
-        raise click.BadParameter(f"must be a positive integer, got {value}")
-    return value
-
-
-def fraction(ctx, param, value):
-    if value is not None and not 0 <= value < 1:
-        raise click.BadParameter(f"must be in [0, 1), got {value}")
-    return value
-
-
 export_dir_option = click.option(
     "--export-dir",
     type=click.Path(path_type=Path),
@@ -68,13 +56,12 @@ export_dir_option = click.option(
 export_version_option = option_group(
     click.option(
         "--export-version",
-        type=int,
-        callback=positive,
+        type=click.IntRange(min=1),
         help="The export's version number.  [default: next free]",
     ),
     # Its spelling until 0.1.0, kept for one release: click warns that it is deprecated.
     click.option(
-        "--version", type=int, callback=positive, hidden=True, deprecated="Use --export-version."
+        "--version", type=click.IntRange(min=1), hidden=True, deprecated="Use --export-version."
     ),
 )
 

@@ -11,9 +11,7 @@ from job.cli.options import (
     data_options,
     export_dir_option,
     export_version_option,
-    fraction,
     gate_options,
-    positive,
 )
 from job.config import (
     DEFAULT_STEPS_PER_EXECUTION,
@@ -29,20 +27,17 @@ from job.training.cluster import names_several_workers, read_environment
 @click.command()
 @click.option(
     "--epochs",
-    type=int,
-    callback=positive,
+    type=click.IntRange(min=1),
     help="Passes over the training data.  [default: 5; fast recipe: 20]",
 )
 @click.option(
     "--batch-size",
-    type=int,
-    callback=positive,
+    type=click.IntRange(min=1),
     help="Examples per step per replica.  [default: 32, the seed's; fast recipe: 128]",
 )
 @click.option(
     "--validation-split",
-    type=float,
-    callback=fraction,
+    type=click.FloatRange(0, 1, max_open=True),
     help="Hold out this fraction of the training set for validation curves.  "
     "[default: 0, as the seed]",
 )
@@ -54,7 +49,7 @@ from job.training.cluster import names_several_workers, read_environment
     "batch 128, warm-up + cosine LR, weight decay, 2-pixel shifts, 20 epochs.",
 )
 @click.option("--seed", type=int, default=42, help="Random seed.")
-@click.option("--limit", type=int, callback=positive, help="Train on the first N images only.")
+@click.option("--limit", type=click.IntRange(min=1), help="Train on the first N images only.")
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "gpu"]),
@@ -74,8 +69,7 @@ from job.training.cluster import names_several_workers, read_environment
 @click.option("--jit/--no-jit", default=False, help="XLA-compile training.")
 @click.option(
     "--steps-per-execution",
-    type=int,
-    callback=positive,
+    type=click.IntRange(min=1),
     default=DEFAULT_STEPS_PER_EXECUTION,
     help="Training steps run per call into TensorFlow.",
 )
