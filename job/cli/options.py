@@ -1,5 +1,6 @@
 """What several commands share: options and their checks."""
 
+import functools
 from pathlib import Path
 
 import click
@@ -10,13 +11,7 @@ from job.gate import DEFAULT_MIN_TEST_ACCURACY, DEFAULT_TOLERANCE
 
 def option_group(*options):
     """One decorator for several click options; ``--help`` lists them in the order given."""
-
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+    return lambda command: functools.reduce(lambda f, option: option(f), reversed(options), command)
 
 
 cache_dir_option = click.option(
