@@ -1,8 +1,5 @@
-"""Pages people read: ``report.html`` for a run, a sweep page (HTML or Markdown) for runs.
-
-Self-contained (figures as data URIs, inline CSS, no JavaScript), every text escaped; a report
-written before a field existed still renders, with a dash for what it lacks.
-"""
+"""Pages people read: ``report.html`` for a run, a sweep page (HTML or Markdown) for runs;
+self-contained, every text escaped, a dash for what an older report lacks."""
 
 import base64
 import html

@@ -1,5 +1,4 @@
-"""The JSON metrics report: its environment and timings sections, writing and reading it,
-tables of many."""
+"""The JSON metrics report: its environment and timings, writing and reading it, tables."""
 
 import json
 import platform
