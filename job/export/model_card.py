@@ -94,8 +94,8 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
         "how_to_query": {
             "model_name": c.MODEL_NAME,
             "signatures": [
-                {"name": name, "input": inputs, "outputs": c.SIGNATURE_OUTPUTS}
-                for name, inputs in c.SIGNATURES
+                {"name": name, "input": f"{tensor}: {spec}", "outputs": c.SIGNATURE_OUTPUTS}
+                for name, tensor, spec in c.SIGNATURES
             ],
             "max_batch": c.MAX_BATCH,
             "refused": c.REFUSED,
