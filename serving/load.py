@@ -73,12 +73,8 @@ def run_load(
     progress,
 ) -> LoadResult:
     """Send from ``concurrency`` workers until ``max_requests`` are sent or ``max_seconds`` pass.
-
-    Args:
-        make_sender: called per worker before the clock starts; returns ``send(i)``, which
-            sends request i or raises ServingError with its code.
-        progress: called about once a second with the LoadResult so far.
-    """
+    ``make_sender()`` runs per worker before the clock starts and returns ``send(i)``, which sends
+    request i or raises ServingError with its code; ``progress`` gets the result once a second."""
     result = LoadResult(images_per_request, concurrency)
     lock, counter = threading.Lock(), iter(range(max_requests or 2**62))
     senders = [make_sender() for _ in range(concurrency)]

@@ -24,13 +24,8 @@ def _require_canonical(arrays: MnistArrays, source: object) -> MnistArrays:
 
 
 def load_mnist(data_path: Path | None, cache_dir: Path, allow_network: bool = True) -> Dataset:
-    """Verified MNIST from the first source that works: ``data_path`` alone when given, else
-    the caches, else (``allow_network``) the downloads, cached in ``cache_dir``.
-
-    Raises:
-        DataError: a file exists but is malformed or fails its checksum.
-        DataUnavailable: no source had the data.
-    """
+    """Verified MNIST from ``data_path`` alone when given, else from the first source that has
+    it: the caches, then (``allow_network``) the downloads, cached in ``cache_dir``."""
     if data_path is not None:
         return Dataset.of(read_npz(data_path), "file", data_path)
 

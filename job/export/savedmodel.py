@@ -56,13 +56,11 @@ def export_for_serving(
     run_info: dict | None = None,
     model_card: dict | None = None,
 ) -> Path:
-    """Write ``<export_dir>/<version>/`` (without ``version``, the next free one): SavedModel,
-    warm-up requests, and the run's record and model card when given. It is written to a hidden
-    sibling (TF Serving loads only folders named by numbers) and renamed into place, so a server
-    polling ``export_dir`` never sees half a model; an existing version is never replaced.
+    """Write ``<export_dir>/<version>/`` (default: the next free one) as a hidden sibling renamed
+    into place: a server polling ``export_dir`` never sees half a model (docs/serving.md).
 
     Raises:
-        JobError: ``version`` already exists, or ``export_dir`` cannot be made.
+        JobError: ``version`` exists (it is never replaced), or ``export_dir`` cannot be made.
         OutputError: writing the export failed (a full disk, say); nothing is left.
     """
     if version is not None:

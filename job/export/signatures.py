@@ -1,6 +1,5 @@
-"""The serving graphs around the trained model; scaling and decoding happen here. Built with
-``keras.export.ExportArchive``, not ``model.export``: Keras 3 renames the inputs and outputs it
-picks (keras-team/keras#19458), and ``model.export`` has failed with several outputs and an
+"""The serving graphs around the trained model; scaling and decoding happen here. Not model.export:
+it renames inputs and outputs (keras-team/keras#19458) and has failed with several outputs and an
 input signature (keras-team/keras#21258)."""
 
 import keras
