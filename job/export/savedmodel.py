@@ -23,16 +23,6 @@ from job.files import default_mode, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def write_error_reason(exc: OSError | tf.errors.OpError) -> str:
-    """Why a write failed; for a TensorFlow op error without the op's internal names and paths:
-    "...part-00000...; No space left on device [Op:SaveV2]" -> "No space left on device"."""
-    if isinstance(exc, OSError):
-        return str(exc.strerror or exc)
-    text = (exc.message or type(exc).__name__).splitlines()[0]
-    text = re.sub(r"\s*\[Op:\w+\]$", "", text)
-    return text.rsplit("; ", 1)[-1].strip()
-
-
 def write_warmup_requests(path: Path) -> None:
     """TFRecord of PredictionLog that TF Serving replays at load, so request one is not slow."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +70,14 @@ def export_for_serving(
             write_card(extra, model_card)
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
         final = rename_into_version(tmp, export_dir, version)
-    # SaveV2 reports a full disk as ResourceExhausted, an OpError.
-    except (tf.errors.OpError, OSError) as exc:
-        reason = write_error_reason(exc)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
+    except tf.errors.OpError as exc:
+        # SaveV2 reports a full disk as ResourceExhausted: "...part-00000...; No space left on
+        # device [Op:SaveV2]" -> "No space left on device", without the op's names and paths.
+        text = (exc.message or type(exc).__name__).splitlines()[0]
+        reason = re.sub(r"\s*\[Op:\w+\]$", "", text).rsplit("; ", 1)[-1].strip()
         raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
