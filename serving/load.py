@@ -32,16 +32,15 @@ class LoadResult:
 
     def summary(self) -> dict:
         answered = len(self.latencies)
+        rate = answered / self.seconds if self.seconds else 0.0
         return {
             "requests": self.requests,
             "answered": answered,
             "concurrency": self.concurrency,
             "images_per_request": self.images_per_request,
             "seconds": round(self.seconds, 3),
-            "requests_per_second": round(answered / self.seconds, 2) if self.seconds else 0.0,
-            "images_per_second": (
-                round(answered * self.images_per_request / self.seconds, 1) if self.seconds else 0.0
-            ),
+            "requests_per_second": round(rate, 2),
+            "images_per_second": round(rate * self.images_per_request, 1),
             "latency_ms": {  # None when nothing was answered: JSON has no NaN
                 name: round(1000 * percentile(self.latencies, q), 2) if self.latencies else None
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
