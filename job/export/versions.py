@@ -53,8 +53,7 @@ def newest_recorded_accuracy(export_dir: Path) -> tuple[int, float] | None:
     for version in reversed(existing_versions(export_dir)):
         record = export_dir / str(version) / "assets.extra" / c.RUN_INFO_FILE
         try:
-            accuracy = float(json.loads(record.read_text())["test"]["accuracy"])
+            return version, float(json.loads(record.read_text())["test"]["accuracy"])
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # exported by something else, or unreadable: not a baseline
-        return version, accuracy
+            pass  # exported by something else, or unreadable: not a baseline
     return None

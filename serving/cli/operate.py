@@ -88,8 +88,7 @@ def load(
 
 
 def sender_factory(server, model, version, signature, batch_size, images):
-    """run_load's make_sender: each worker reuses one connection and sends rows i*batch_size..
-    of the test set, wrapping around."""
+    """run_load's make_sender: a connection per worker; request i sends rows i*batch_size..."""
     pngs = [encode_png(p) for p in images[:256]] if signature == c.SIGNATURE_IMAGE_BYTES else None
 
     def make_sender():
