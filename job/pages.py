@@ -131,7 +131,7 @@ def export_section(report: dict) -> str:
         why = blessing.get("reason") or "the run was trained with --no-export"
         return f"<h2>Export</h2><p>No SavedModel version was written: {esc(why)}.</p>"
     version = Path(export).name
-    rows = [[name, inputs, SIGNATURE_OUTPUTS] for name, inputs in SIGNATURES]
+    rows = [[name, f"{tensor}: {spec}", SIGNATURE_OUTPUTS] for name, tensor, spec in SIGNATURES]
     return (
         f"<h2>Export</h2><p>Version <b>{esc(version)}</b> in <code>{esc(export)}</code>, "
         f"model name <code>{esc(c.MODEL_NAME)}</code>; its model card is "

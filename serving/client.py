@@ -16,7 +16,7 @@ from serving import ServingError
 from serving.inputs import check_pixels
 
 
-def _choose_input(pixels, image_bytes, signature: str | None = None):
+def _choose_input(pixels, image_bytes, signature: str | None):
     """-> (signature, input name, values in the signature's dtype: the server casts nothing)."""
     if (pixels is None) == (image_bytes is None):
         raise ServingError("give exactly one of pixels or image_bytes")
@@ -73,10 +73,10 @@ def _model_url(base_url: str, model: str, version: Version) -> str:
     return f"{url}/versions/{version}" if version is not None else url
 
 
-def one_line(message: str, limit: int = 400) -> str:
-    """A server's error message on one line: TensorFlow's span several."""
+def one_line(message: str) -> str:
+    """A server's error message on one line (TensorFlow's span several), at most 400 characters."""
     text = " ".join(str(message).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def proto_dict(message) -> dict:

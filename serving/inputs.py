@@ -43,9 +43,8 @@ def _image_problems():
 
 
 def read_image_bytes(path: Path) -> bytes:
-    """The file's bytes, after the checks the model's graph makes too (job/export/contract.py):
-    a whole PNG, JPEG, GIF or BMP image, told by its first bytes, within the pixel limit (the
-    header is read first: a small file can claim a huge image)."""
+    """The file's bytes after the graph's own checks: a whole PNG, JPEG, GIF or BMP (told by its
+    first bytes) whose header is within the pixel limit (a small file can claim a huge image)."""
     from PIL import Image
 
     try:
@@ -92,12 +91,10 @@ def image_to_pixels(path: Path, invert: bool) -> np.ndarray:
 
 def parse_index_range(spec: str) -> slice:
     """'0:16' -> slice(0, 16); '7' -> slice(7, 8)."""
+    start, colon, stop = spec.partition(":")
     try:
-        if ":" in spec:
-            start, stop = (int(part) for part in spec.split(":", 1))
-        else:
-            start = int(spec)
-            stop = start + 1
+        start = int(start)
+        stop = int(stop) if colon else start + 1
     except ValueError:
         raise ServingError(f"--mnist-test {spec!r}: expected START:STOP or INDEX") from None
     if start < 0 or stop <= start:

@@ -32,16 +32,15 @@ class LoadResult:
 
     def summary(self) -> dict:
         answered = len(self.latencies)
+        rate = answered / self.seconds if self.seconds else 0.0
         return {
             "requests": self.requests,
             "answered": answered,
             "concurrency": self.concurrency,
             "images_per_request": self.images_per_request,
             "seconds": round(self.seconds, 3),
-            "requests_per_second": round(answered / self.seconds, 2) if self.seconds else 0.0,
-            "images_per_second": (
-                round(answered * self.images_per_request / self.seconds, 1) if self.seconds else 0.0
-            ),
+            "requests_per_second": round(rate, 2),
+            "images_per_second": round(rate * self.images_per_request, 1),
             "latency_ms": {  # None when nothing was answered: JSON has no NaN
                 name: round(1000 * percentile(self.latencies, q), 2) if self.latencies else None
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
@@ -73,12 +72,8 @@ def run_load(
     progress,
 ) -> LoadResult:
     """Send from ``concurrency`` workers until ``max_requests`` are sent or ``max_seconds`` pass.
-
-    Args:
-        make_sender: called per worker before the clock starts; returns ``send(i)``, which
-            sends request i or raises ServingError with its code.
-        progress: called about once a second with the LoadResult so far.
-    """
+    ``make_sender()`` runs per worker before the clock starts and returns ``send(i)``, which sends
+    request i or raises ServingError with its code; ``progress`` gets the result once a second."""
     result = LoadResult(images_per_request, concurrency)
     lock, counter = threading.Lock(), iter(range(max_requests or 2**62))
     senders = [make_sender() for _ in range(concurrency)]

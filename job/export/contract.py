@@ -64,10 +64,10 @@ REFUSED = [
     f"{MAX_REQUEST_BYTES:,} bytes or {MAX_REQUEST_GIF_BYTES:,} bytes of GIF",
 ]
 
-SIGNATURES = [
-    [SIGNATURE_PIXELS, f"{INPUT_PIXELS}: uint8 [batch, 28, 28], pixels 0..255"],
-    [SIGNATURE_PIXELS_FLOAT, f"{INPUT_PIXELS}: float32 [batch, 28, 28], pixels 0..255"],
-    [SIGNATURE_IMAGE_BYTES, f"{INPUT_IMAGE_BYTES}: string [batch], encoded PNG/JPEG/GIF/BMP"],
+SIGNATURES = [  # (name, its one input tensor, that tensor's dtype, shape and values)
+    (SIGNATURE_PIXELS, INPUT_PIXELS, "uint8 [batch, 28, 28], pixels 0..255"),
+    (SIGNATURE_PIXELS_FLOAT, INPUT_PIXELS, "float32 [batch, 28, 28], pixels 0..255"),
+    (SIGNATURE_IMAGE_BYTES, INPUT_IMAGE_BYTES, "string [batch], encoded PNG/JPEG/GIF/BMP"),
 ]
 SIGNATURE_OUTPUTS = (
     f"{OUTPUT_PROBABILITIES}: float32 [batch, {NUM_CLASSES}], {OUTPUT_DIGIT}: int64 [batch]"

@@ -1,6 +1,5 @@
-"""The model card in every export, in the sections of Google's Model Cards (Mitchell et al.,
-2019). Its limits are measured at export time on the MNIST test set shifted or inverted, so a
-reader knows what happens off the training distribution."""
+"""The model card in every export, in the sections of Model Cards (Mitchell et al., 2019); its
+limits, measured on the test set shifted or inverted, show what happens off MNIST's distribution."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +26,8 @@ OUT_OF_SCOPE = [
 
 
 def shift(images: np.ndarray, pixels: int) -> np.ndarray:
-    """Images moved ``pixels`` right and down; the edge that moves in is black."""
-    moved = np.zeros_like(images)
-    moved[:, pixels:, pixels:] = images[:, : images.shape[1] - pixels, : images.shape[2] - pixels]
-    return moved
+    """Images moved ``pixels`` (1 or more) right and down; the edge that moves in is black."""
+    return np.pad(images, ((0, 0), (pixels, 0), (pixels, 0)))[:, :-pixels, :-pixels]
 
 
 CONDITIONS = (
@@ -94,8 +91,8 @@ def build_card(run: dict, limits: list[dict] | None, limits_note: str | None = N
         "how_to_query": {
             "model_name": c.MODEL_NAME,
             "signatures": [
-                {"name": name, "input": inputs, "outputs": c.SIGNATURE_OUTPUTS}
-                for name, inputs in c.SIGNATURES
+                {"name": name, "input": f"{tensor}: {spec}", "outputs": c.SIGNATURE_OUTPUTS}
+                for name, tensor, spec in c.SIGNATURES
             ],
             "max_batch": c.MAX_BATCH,
             "refused": c.REFUSED,

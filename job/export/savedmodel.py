@@ -23,16 +23,6 @@ from job.files import default_mode, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def write_error_reason(exc: OSError | tf.errors.OpError) -> str:
-    """Why a write failed; for a TensorFlow op error without the op's internal names and paths:
-    "...part-00000...; No space left on device [Op:SaveV2]" -> "No space left on device"."""
-    if isinstance(exc, OSError):
-        return str(exc.strerror or exc)
-    text = (exc.message or type(exc).__name__).splitlines()[0]
-    text = re.sub(r"\s*\[Op:\w+\]$", "", text)
-    return text.rsplit("; ", 1)[-1].strip()
-
-
 def write_warmup_requests(path: Path) -> None:
     """TFRecord of PredictionLog that TF Serving replays at load, so request one is not slow."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,13 +46,11 @@ def export_for_serving(
     run_info: dict | None = None,
     model_card: dict | None = None,
 ) -> Path:
-    """Write ``<export_dir>/<version>/`` (without ``version``, the next free one): SavedModel,
-    warm-up requests, and the run's record and model card when given. It is written to a hidden
-    sibling (TF Serving loads only folders named by numbers) and renamed into place, so a server
-    polling ``export_dir`` never sees half a model; an existing version is never replaced.
+    """Write ``<export_dir>/<version>/`` (default: the next free one) as a hidden sibling renamed
+    into place: a server polling ``export_dir`` never sees half a model (docs/serving.md).
 
     Raises:
-        JobError: ``version`` already exists, or ``export_dir`` cannot be made.
+        JobError: ``version`` exists (it is never replaced), or ``export_dir`` cannot be made.
         OutputError: writing the export failed (a full disk, say); nothing is left.
     """
     if version is not None:
@@ -82,9 +70,14 @@ def export_for_serving(
             write_card(extra, model_card)
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 locks the server out
         final = rename_into_version(tmp, export_dir, version)
-    # SaveV2 reports a full disk as ResourceExhausted, an OpError.
-    except (tf.errors.OpError, OSError) as exc:
-        reason = write_error_reason(exc)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
+    except tf.errors.OpError as exc:
+        # SaveV2 reports a full disk as ResourceExhausted: "...part-00000...; No space left on
+        # device [Op:SaveV2]" -> "No space left on device", without the op's names and paths.
+        text = (exc.message or type(exc).__name__).splitlines()[0]
+        reason = re.sub(r"\s*\[Op:\w+\]$", "", text).rsplit("; ", 1)[-1].strip()
         raise OutputError(f"{export_dir}: cannot write the export ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,5 @@
-"""The serving graphs around the trained model; scaling and decoding happen here. Built with
-``keras.export.ExportArchive``, not ``model.export``: Keras 3 renames the inputs and outputs it
-picks (keras-team/keras#19458), and ``model.export`` has failed with several outputs and an
+"""The serving graphs around the trained model; scaling and decoding happen here. Not model.export:
+it renames inputs and outputs (keras-team/keras#19458) and has failed with several outputs and an
 input signature (keras-team/keras#21258)."""
 
 import keras
@@ -51,14 +50,12 @@ def _unsigned(encoded: tf.Tensor, start: int, size: int, big_endian: bool) -> tf
 
 def _bmp_dimension(encoded: tf.Tensor, start: int) -> tf.Tensor:
     value = _unsigned(encoded, start, 4, big_endian=False)
-    signed = tf.where(value >= 2**31, value - 2**32, value)  # top-down BMPs: negative height
-    return tf.abs(signed)
+    return tf.abs(tf.where(value >= 2**31, value - 2**32, value))  # top-down BMPs: negative height
 
 
 def _follow(step: tf.Tensor, *counts: tf.Tensor) -> list[tf.Tensor]:
-    """For every position of a chain (``step``: each position's next; an end steps to itself),
-    where its chain ends and each of ``counts`` summed up to there. Pointer doubling: log2 of
-    the longest chain rounds over the whole array, never one round per link."""
+    """Where each position's chain ends (``step``: each one's next; an end steps to itself) and
+    each of ``counts`` summed to there: pointer doubling, log2(length) rounds, not one per link."""
 
     def double(moved, step, *counts):
         ahead = tf.gather(step, step)
@@ -203,9 +200,8 @@ def _decode_to_pixels(encoded: tf.Tensor) -> tf.Tensor:
         default=rgb(lambda: tf.io.decode_jpeg(encoded, channels=3)),
         exclusive=False,
     )
-    size = tf.shape(image)[:2]
     image = tf.cond(
-        tf.reduce_all(tf.equal(size, [c.IMAGE_SIZE, c.IMAGE_SIZE])),
+        tf.reduce_all(tf.equal(tf.shape(image)[:2], [c.IMAGE_SIZE, c.IMAGE_SIZE])),
         lambda: image,
         lambda: tf.image.resize(image, [c.IMAGE_SIZE, c.IMAGE_SIZE], antialias=True),
     )

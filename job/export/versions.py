@@ -30,9 +30,8 @@ def check_version_free(export_dir: Path, version: int) -> None:
 
 
 def rename_into_version(tmp: Path, export_dir: Path, version: int | None) -> Path:
-    """Move the finished folder ``tmp`` into place as ``version``, atomically. Without one, the
-    next free number, and the next again when a concurrent export takes it first: a finished
-    export is never thrown away over a version race."""
+    """Move ``tmp`` into place as ``version`` atomically; without one, as the next free number, and
+    the next again when a concurrent export takes it first (a finished export is never lost)."""
     for _ in range(RENAME_TRIES):
         number = version if version is not None else next_version(export_dir)
         final = export_dir / str(number)
@@ -54,8 +53,7 @@ def newest_recorded_accuracy(export_dir: Path) -> tuple[int, float] | None:
     for version in reversed(existing_versions(export_dir)):
         record = export_dir / str(version) / "assets.extra" / c.RUN_INFO_FILE
         try:
-            accuracy = float(json.loads(record.read_text())["test"]["accuracy"])
+            return version, float(json.loads(record.read_text())["test"]["accuracy"])
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # exported by something else, or unreadable: not a baseline
-        return version, accuracy
+            pass  # exported by something else, or unreadable: not a baseline
     return None

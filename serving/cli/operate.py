@@ -65,10 +65,8 @@ def load(
     output_format,
     cache_dir,
 ):
-    """Load test: send MNIST test images from --concurrency workers until --requests are
-    sent or --duration has passed (one of them is needed), then print throughput, latency
-    percentiles, errors by code with the first message of each, and the version that
-    answered. Only the address given is sent to; --timeout is each request's deadline."""
+    """Load test: send MNIST test images to the address given until --requests are sent or
+    --duration has passed; print throughput, latency, errors by code and which version answered."""
     if max_requests is None and duration is None:
         raise click.UsageError("give --requests N, --duration SECONDS, or both")
     images, _ = load_mnist_test(cache_dir)
@@ -90,8 +88,7 @@ def load(
 
 
 def sender_factory(server, model, version, signature, batch_size, images):
-    """run_load's make_sender: each worker reuses one connection and sends rows i*batch_size..
-    of the test set, wrapping around."""
+    """run_load's make_sender: a connection per worker; request i sends rows i*batch_size..."""
     pngs = [encode_png(p) for p in images[:256]] if signature == c.SIGNATURE_IMAGE_BYTES else None
 
     def make_sender():
@@ -133,10 +130,8 @@ def encode_png(pixels) -> bytes:
 
 @cli.main.group()
 def rollout() -> None:
-    """Staged rollouts with version labels: start, canary, promote, rollback, status.
-
-    Each step rewrites the model config file the server polls, waits until the server serves
-    it, and puts the file back as it was when the server does not."""
+    """Staged rollouts with version labels: each step rewrites the config file the server polls
+    and waits until it is served, or puts the file back as it was."""
 
 
 config_option = click.option(

@@ -129,9 +129,8 @@ def metadata(server, model, version):
 )
 @cli.cache_dir_option
 def verify(server, model, version, run_dir, export_dir, batch_size, cache_dir):
-    """Post-deploy check: the served model's signatures and its accuracy on the whole MNIST
-    test set against the report of the run that made the version served. Exit 0 only when
-    they agree."""
+    """Post-deploy check: the served signatures and accuracy on the whole MNIST test set against
+    the report of the run that made the version served. Exit 0 only when they agree."""
     images, labels = load_mnist_test(cache_dir)
     click.echo(
         verify_deployment(server, model, version, run_dir, export_dir, images, labels, batch_size)
@@ -150,10 +149,9 @@ def card(export, output_format):
     path = folder / "assets.extra" / (c.CARD_JSON if output_format == "json" else c.CARD_MARKDOWN)
     try:
         text = path.read_text()
-        click.echo(
-            json.dumps(json.loads(text), indent=2) + "\n" if path.suffix == ".json" else text,
-            nl=False,
-        )
+        if output_format == "json":
+            text = json.dumps(json.loads(text), indent=2) + "\n"
+        click.echo(text, nl=False)
     except FileNotFoundError:
         raise ServingError(f"{folder}: no model card ({path.name} missing)") from None
     except (OSError, ValueError) as exc:
