@@ -1,5 +1,4 @@
-"""One training run, stage by stage: setup -> train -> evaluate -> report -> gate -> export
--> commit (the staged outputs moved into the run directory, ``job.rundir``)."""
+"""One training run, stage by stage: set up, train, evaluate, gate and export, commit, report."""
 
 import shutil
 import time
@@ -42,7 +41,8 @@ def run_training(config: JobConfig, command: str) -> dict:
     role = cluster.this_role(config.environ)
     lock_suffix = "" if role.is_chief else f"{role.task_type}-{role.task_id}"
     with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
-        started, settings = time.perf_counter(), config.to_dict()
+        started = time.perf_counter()
+        settings = config.to_dict()
         options = rundir.check_same_run(config.run_dir, settings) if role.is_chief else None
         if config.export and config.export_version is not None:
             check_version_free(config.export_dir, config.export_version)  # before, not after
@@ -136,10 +136,7 @@ def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[di
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
     # One pass over the test set gives the loss and accuracy the seed's model.evaluate reports.
     probabilities = metrics.predict_in_batches(net, setup.x_test)
-    test = {
-        "loss": metrics.cross_entropy(arrays.y_test, probabilities),
-        **metrics.compute_metrics(arrays.y_test, probabilities),
-    }
+    test = metrics.compute_metrics(arrays.y_test, probabilities)
     matrix = test["confusion_matrix"]
     figures = plots.save_run_figures(staging, result.history, arrays, probabilities, matrix, t.seed)
     save_keras_atomic(net, staging / rundir.MODEL_FILENAME)
