@@ -107,33 +107,27 @@ def claim(
     except OSError as exc:
         raise JobError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
     held = Claim(run_dir, created=not existed)
-    fd = None
     lock = run_dir / (LOCK_FILENAME + (f"-{lock_suffix}" if lock_suffix else ""))
+    fd = _lock(lock)
     try:
-        fd = _lock(lock)
-        if not lock_suffix:
-            _check_or_clear(run_dir, overwrite)
+        if not lock_suffix and (run_dir / REPORT_FILENAME).exists() and not overwrite:
+            raise JobError(
+                f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir"
+            )
+        if not lock_suffix and overwrite:  # afresh: an old backup or history would be resumed
+            shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
+            shutil.rmtree(run_dir / TENSORBOARD_DIRNAME, ignore_errors=True)
+            (run_dir / HISTORY_FILENAME).unlink(missing_ok=True)
         yield held
         lock.unlink()  # a finished run keeps no lock naming a process long gone
     except BaseException:
         # A run that never started leaves nothing; only the writer that holds the lock
         # removes a folder it made: never another run's, nor one training has started to fill.
-        if fd is not None and not lock_suffix and held.created and not held.started:
+        if not lock_suffix and held.created and not held.started:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
-
-
-def _check_or_clear(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to clobber a finished run unless asked; clear it when asked."""
-    if (run_dir / REPORT_FILENAME).exists() and not overwrite:
-        raise JobError(f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir")
-    if overwrite:  # start afresh: an old backup or history would be resumed otherwise
-        shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
-        shutil.rmtree(run_dir / TENSORBOARD_DIRNAME, ignore_errors=True)
-        (run_dir / HISTORY_FILENAME).unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
 def fresh_staging(run_dir: Path) -> Path:
