@@ -151,7 +151,7 @@ def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
 def default_run_dir(
     output_dir: Path | None, runs_dir: Path, environ: dict[str, str]
 ) -> tuple[Path, bool]:
-    """(run dir, generated?): all workers must name one; ``slurm-<job id>`` resumes a requeue."""
+    """(run dir, generated?): every worker names the same; ``slurm-<job id>`` resumes a requeue."""
     from job.rundir import new_run_name
 
     if output_dir is not None:
