@@ -62,8 +62,8 @@ def export(
     gate_tolerance: float,
     cache_dir: Path,
 ) -> None:
-    """Export a finished run's model.keras for TensorFlow Serving, with its model card, gated as
-    in train (--no-gate --min-test-accuracy 0 skips the gate)."""
+    """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
+    model card, gated as in train (--no-gate --min-test-accuracy 0 skips the gate)."""
     import_tensorflow(click.get_current_context().meta.get("verbose", False))
     from job import gate as quality_gate
     from job.data import load_mnist
