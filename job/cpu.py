@@ -19,9 +19,8 @@ def enable_onednn_by_default(environ: MutableMapping[str, str] = os.environ) -> 
 
 
 def import_tensorflow(verbose: bool) -> None:
-    """Load TensorFlow without its C++ log lines, unless ``verbose`` or the user set the level:
-    3 drops the CUDA error a CPU machine prints; absl's start-up lines come before any level
-    applies (abseil/abseil-cpp#1718), so fd 2 is on /dev/null while TensorFlow loads."""
+    """Load TensorFlow quiet unless ``verbose`` or the level is set: 3 drops a CPU machine's CUDA
+    error; absl logs before any level applies (abseil/abseil-cpp#1718), so fd 2 is /dev/null."""
     if verbose or LOG_LEVEL_VARIABLE in os.environ or "tensorflow" in sys.modules:
         return
     os.environ[LOG_LEVEL_VARIABLE] = "3"

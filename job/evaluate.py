@@ -42,11 +42,12 @@ def per_class_metrics(matrix: np.ndarray) -> list[dict]:
 
 
 def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
-    """Accuracy, per-class figures and confusion matrix from probabilities [N, 10]."""
+    """Loss, accuracy, per-class figures and confusion matrix from probabilities [N, 10]."""
     y_pred = np.argmax(y_prob, axis=1)
     matrix = confusion_matrix(y_true, y_pred, y_prob.shape[1])
     per_class = per_class_metrics(matrix)
     return {
+        "loss": cross_entropy(y_true, y_prob),
         "accuracy": float(np.mean(y_pred == np.asarray(y_true))),
         "macro_precision": float(np.mean([c["precision"] for c in per_class])),
         "macro_recall": float(np.mean([c["recall"] for c in per_class])),

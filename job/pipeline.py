@@ -1,6 +1,6 @@
-"""One training run, stage by stage: setup -> train -> evaluate -> report -> gate -> export
--> commit (the staged outputs moved into the run directory, ``job.rundir``)."""
+"""One training run, stage by stage: set up, train, evaluate, gate and export, commit, report."""
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -23,8 +23,6 @@ from job.training.loop import train_model
 
 @dataclass
 class Setup:
-    """What the setup stage hands on: the runtime chosen, the data, the compiled model."""
-
     dataset: data_stage.Dataset
     device: str  # the one used: cpu or gpu
     distribution: dict
@@ -39,16 +37,20 @@ class Setup:
 
 
 def run_training(config: JobConfig, command: str) -> dict:
-    """Train, evaluate, write figures, model, export and report. Returns the report
-    (empty on multi-worker workers other than the chief, which write nothing)."""
+    """Every stage; returns the report ({} on a multi-worker worker other than the chief)."""
     role = cluster.this_role(config.environ)
     lock_suffix = "" if role.is_chief else f"{role.task_type}-{role.task_id}"
     with rundir.claim(config.run_dir, config.overwrite, config.new_run_dir, lock_suffix) as held:
         started = time.perf_counter()
-        options = rundir.check_same_run(config) if role.is_chief else None
+        settings = config.to_dict()
+        options = rundir.check_same_run(config.run_dir, settings) if role.is_chief else None
         if config.export and config.export_version is not None:
             check_version_free(config.export_dir, config.export_version)  # before, not after
-        setup = set_up(config, load_data(config))
+        dataset = data_stage.load_mnist(config.data_path, config.cache_dir, config.allow_network)
+        limit, available = config.train.limit, len(dataset.arrays.x_train)
+        if limit is not None and limit > available:
+            raise JobError(f"--limit {limit} is larger than the {available} training images")
+        setup = set_up(config, dataset)
         held.mark_started(options)
         net, train_ds, val_ds = setup.net, setup.train_ds, setup.val_ds
         result = train_model(
@@ -58,7 +60,7 @@ def run_training(config: JobConfig, command: str) -> dict:
             return {}
         staging = rundir.fresh_staging(config.run_dir)
         test, figures = evaluate(config, setup, result, staging)
-        record = {"config": config.to_dict(), **setup.record, "test": test}
+        record = {"config": settings, **setup.record, "test": test}
         blessing, export_path = gate_and_export(config, setup, record)
         report = build_report(
             command, record, setup, result, figures, blessing, export_path, started
@@ -69,17 +71,8 @@ def run_training(config: JobConfig, command: str) -> dict:
         return report
 
 
-def load_data(config: JobConfig) -> data_stage.Dataset:
-    dataset = data_stage.load_mnist(config.data_path, config.cache_dir, config.allow_network)
-    limit, available = config.train.limit, len(dataset.arrays.x_train)
-    if limit is not None and limit > available:
-        raise JobError(f"--limit {limit} is larger than the {available} training images")
-    return dataset
-
-
 def prepare_arrays(dataset: data_stage.Dataset, t: TrainConfig):
-    """Scale to [0, 1], add the channel axis, hold out validation. Returns
-    ((x_fit, y_fit), validation or None, x_test, the report's data section)."""
+    """Scaled, with a channel axis: ((x_fit, y_fit), validation or None, x_test, data section)."""
     arrays = dataset.arrays
     x_train, x_test = data_stage.scale_mnist_data(arrays.x_train[: t.limit], arrays.x_test)
     x_train, x_test = data_stage.add_channel_axis(x_train), data_stage.add_channel_axis(x_test)
@@ -139,22 +132,18 @@ def set_up(config: JobConfig, dataset: data_stage.Dataset) -> Setup:
 
 
 def evaluate(config: JobConfig, setup: Setup, result, staging: Path) -> tuple[dict, list[str]]:
-    """Test metrics, figures, model.keras and TensorBoard's summary into ``staging``: returns
-    the report's test section and the figures' names."""
+    """Test metrics; figures, model.keras and TensorBoard's summary written into ``staging``."""
     arrays, net, t = setup.dataset.arrays, setup.net, config.train
     # One pass over the test set gives the loss and accuracy the seed's model.evaluate reports.
     probabilities = metrics.predict_in_batches(net, setup.x_test)
-    test = {
-        "loss": metrics.cross_entropy(arrays.y_test, probabilities),
-        **metrics.compute_metrics(arrays.y_test, probabilities),
-    }
+    test = metrics.compute_metrics(arrays.y_test, probabilities)
     matrix = test["confusion_matrix"]
     figures = plots.save_run_figures(staging, result.history, arrays, probabilities, matrix, t.seed)
     save_keras_atomic(net, staging / rundir.MODEL_FILENAME)
     tensorboard.write_run_summary(
         config.run_dir / rundir.TENSORBOARD_DIRNAME,
         {name: (staging / name).read_bytes() for name in figures},
-        config.to_dict()["train"],
+        asdict(t),
         test,
         run_name=config.run_dir.name,
     )
@@ -225,4 +214,4 @@ def commit(config: JobConfig, staging: Path, report: dict) -> None:
     pages.write_run_page(staging / pages.PAGE_FILENAME, report, figures)
     rundir.commit_outputs(staging, config.run_dir)
     write_report(config.run_dir, report)
-    rundir.remove_backup(config.run_dir)
+    shutil.rmtree(config.run_dir / rundir.BACKUP_DIRNAME, ignore_errors=True)

@@ -95,8 +95,7 @@ def save_run_figures(out_dir: Path, history: list[dict], arrays, probabilities, 
 
 
 def spread_figure(runs: pd.DataFrame, group_by: list[str]) -> Figure:
-    """Every run's test accuracy as a dot, one row per group, with the group's mean as a bar:
-    the spread of a sweep, not only its mean and standard deviation."""
+    """Each run's test accuracy as a dot, a row per group, the group's mean as a bar: the spread."""
     groups = list(runs.groupby(group_by, sort=True, dropna=False))
     fig = Figure(figsize=(7, 1.2 + 0.55 * len(groups)), layout="constrained")
     ax = fig.add_subplot()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from job.config import RECIPES, JobConfig
+from job.config import RECIPES
 from job.errors import JobError
 from job.files import check_writable_dir, write_json_atomic
 from job.report import REPORT_FILENAME
@@ -51,14 +51,12 @@ class Claim:
             write_json_atomic(self.run_dir / BACKUP_DIRNAME / OPTIONS_FILENAME, options)
 
 
-def check_same_run(config: JobConfig) -> dict:
-    """Refuse to resume an unfinished run under other options: its epochs would mix them.
-    Only ``--epochs`` may grow, where the learning rate follows no schedule. Returns the
-    options by name, for ``Claim.mark_started``."""
-    run_dir, settings = config.run_dir, config.to_dict()
+def check_same_run(run_dir: Path, settings: dict) -> dict:
+    """Refuse to resume an unfinished run (``settings``: ``JobConfig.to_dict``) under other
+    options: its epochs would mix them. Only ``--epochs`` may grow, without an LR schedule."""
     options = {"--" + k.replace("_", "-"): v for k, v in settings["train"].items()}
     options["--data"] = settings["data_path"]
-    may_grow = () if RECIPES[config.train.recipe].warmup_cosine else ("--epochs",)
+    may_grow = () if RECIPES[settings["train"]["recipe"]].warmup_cosine else ("--epochs",)
     path = run_dir / BACKUP_DIRNAME / OPTIONS_FILENAME
     before = json.loads(path.read_text()) if path.exists() else options
     changed = {k: (before.get(k), v) for k, v in options.items() if before.get(k) != v}
@@ -96,10 +94,8 @@ def _lock(path: Path) -> int:
 def claim(
     run_dir: Path, overwrite: bool, exclusive: bool, lock_suffix: str = ""
 ) -> Iterator[Claim]:
-    """Create or check ``run_dir`` (``exclusive``: a generated name, not there yet) and hold its
-    lock for the run (``lock_suffix``: another worker's own). JobError if it exists though
-    exclusive, a live run holds it, it holds a finished run (without ``overwrite``), or it
-    cannot be written."""
+    """Create or check ``run_dir`` (``exclusive``: a generated name, must not exist) and hold its
+    lock (``lock_suffix``: another worker's own) for the run; else JobError."""
     existed = run_dir.exists()
     try:
         if exclusive:
@@ -111,33 +107,27 @@ def claim(
     except OSError as exc:
         raise JobError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
     held = Claim(run_dir, created=not existed)
-    fd = None
     lock = run_dir / (LOCK_FILENAME + (f"-{lock_suffix}" if lock_suffix else ""))
+    fd = _lock(lock)
     try:
-        fd = _lock(lock)
-        if not lock_suffix:
-            _check_or_clear(run_dir, overwrite)
+        if not lock_suffix and (run_dir / REPORT_FILENAME).exists() and not overwrite:
+            raise JobError(
+                f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir"
+            )
+        if not lock_suffix and overwrite:  # afresh: an old backup or history would be resumed
+            shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
+            shutil.rmtree(run_dir / TENSORBOARD_DIRNAME, ignore_errors=True)
+            (run_dir / HISTORY_FILENAME).unlink(missing_ok=True)
         yield held
         lock.unlink()  # a finished run keeps no lock naming a process long gone
     except BaseException:
         # A run that never started leaves nothing; only the writer that holds the lock
         # removes a folder it made: never another run's, nor one training has started to fill.
-        if fd is not None and not lock_suffix and held.created and not held.started:
+        if not lock_suffix and held.created and not held.started:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
-
-
-def _check_or_clear(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to clobber a finished run unless asked; clear it when asked."""
-    if (run_dir / REPORT_FILENAME).exists() and not overwrite:
-        raise JobError(f"{run_dir}: holds a finished run; pass --overwrite or another --output-dir")
-    if overwrite:  # start afresh: an old backup or history would be resumed otherwise
-        shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
-        shutil.rmtree(run_dir / TENSORBOARD_DIRNAME, ignore_errors=True)
-        (run_dir / HISTORY_FILENAME).unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
 def fresh_staging(run_dir: Path) -> Path:
@@ -148,16 +138,11 @@ def fresh_staging(run_dir: Path) -> Path:
 
 
 def commit_outputs(staging: Path, run_dir: Path) -> None:
-    """Move staged outputs in, the old report out first: a report never sits beside files
-    it does not describe (the new one is written after)."""
+    """Move staged outputs in, the old report out first: it never describes files not its own."""
     (run_dir / REPORT_FILENAME).unlink(missing_ok=True)
     for path in sorted(staging.iterdir()):
         path.replace(run_dir / path.name)
     staging.rmdir()
-
-
-def remove_backup(run_dir: Path) -> None:
-    shutil.rmtree(run_dir / BACKUP_DIRNAME, ignore_errors=True)
 
 
 def load_trained_model(run_dir: Path):

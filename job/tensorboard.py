@@ -42,9 +42,6 @@ class EpochSummaries(keras.callbacks.Callback):
                     tf.summary.scalar(f"epoch_{name}", entry[prefix + name])
             self._writer(split).flush()
 
-    def on_train_end(self, logs=None):
-        self.close()
-
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()

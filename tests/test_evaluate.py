@@ -31,6 +31,7 @@ def test_compute_metrics_from_probabilities():
     probs = np.eye(10)[[0, 1, 2, 5]]
     metrics = compute_metrics(y_true, probs)
     assert metrics["accuracy"] == 0.75
+    assert metrics["loss"] == pytest.approx(-np.log(1e-7) / 4)  # clipped as Keras clips it
     assert np.array(metrics["confusion_matrix"]).sum() == 4
     assert metrics["per_class"][3]["recall"] == 0.0
     assert metrics["per_class"][5]["precision"] == 0.0

@@ -279,10 +279,6 @@ def test_a_staging_folder_left_by_a_crash_is_discarded(tmp_path):
     staging.mkdir()
     (staging / "half.png").write_text("x")
     assert not rundir.fresh_staging(tmp_path).exists()
-    (tmp_path / rundir.BACKUP_DIRNAME).mkdir()
-    rundir.remove_backup(tmp_path)
-    assert os.listdir(tmp_path) == []
-    rundir.remove_backup(tmp_path)  # nothing to remove is fine
 
 
 def test_a_run_without_a_loadable_model_is_one_line(tmp_path):

@@ -63,10 +63,7 @@ def export(
     cache_dir: Path,
 ) -> None:
     """Export a finished run's model.keras as a SavedModel for TensorFlow Serving, with its
-    model card (limits measured on the cached MNIST test set).
-
-    The quality gate applies as in train (--no-gate --min-test-accuracy 0 to skip it).
-    """
+    model card, gated as in train (--no-gate --min-test-accuracy 0 skips the gate)."""
     import_tensorflow(click.get_current_context().meta.get("verbose", False))
     from job import gate as quality_gate
     from job.data import load_mnist

@@ -151,8 +151,7 @@ def build_config(opts: dict, environ: dict[str, str]) -> JobConfig:
 def default_run_dir(
     output_dir: Path | None, runs_dir: Path, environ: dict[str, str]
 ) -> tuple[Path, bool]:
-    """(the run directory, whether it is a new generated name). Every worker of a multi-worker
-    run must name the same one: under Slurm ``slurm-<job id>`` (a requeued job resumes)."""
+    """(run dir, generated?): every worker names the same; ``slurm-<job id>`` resumes a requeue."""
     from job.rundir import new_run_name
 
     if output_dir is not None:

@@ -14,7 +14,6 @@ PORTS_PER_STEP = 16  # one port per task on a node: up to 16 tasks of a step per
 
 
 def read_environment() -> dict[str, str]:
-    """The variables the job reads, captured once by the CLI and passed down."""
     prefixes = ("TF_CONFIG", "SLURM_", PORT_BASE_VARIABLE, "TF_NUM_")
     return {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
 

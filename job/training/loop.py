@@ -175,7 +175,10 @@ def train_model(
     run is committed); raises Preempted on SIGTERM, the last finished epoch's backup kept."""
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategies.is_chief(strategy)
-    work = strategies.work_dir(run_dir, strategy)
+    work = run_dir  # where this process backs up: the chief's run directory, or its own folder
+    if not chief:
+        resolver = strategy.cluster_resolver
+        work = run_dir / f".worker-{resolver.task_type}-{resolver.task_id}"
     # A bar on a terminal, a line per epoch in logs; the chief alone speaks.
     verbose = (1 if sys.stdout.isatty() else 2) if chief else 0
     epoch_log = EpochLog(work / HISTORY_FILENAME)

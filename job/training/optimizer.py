@@ -35,8 +35,7 @@ def make_optimizer(
 
 def with_fused_adam_kernel(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
     """Keras' ``Adam.update_step`` as one ``ResourceApplyAdam`` kernel per variable, not ten
-    small ops (docs/performance.md); on this object, so a saved model's is a plain ``Adam``.
-    ``fused_adam_kernel_works`` checks the Keras privates it reads before a run uses it."""
+    small ops (docs/performance.md); on this object, so a saved model's is a plain ``Adam``."""
 
     def update_step(gradient, variable, learning_rate):
         index = optimizer._get_variable_index(variable)

@@ -4,7 +4,6 @@ import logging
 import re
 import socket
 from collections.abc import Mapping
-from pathlib import Path
 
 import tensorflow as tf
 
@@ -74,14 +73,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = strategy.cluster_resolver
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return cluster.writes_outputs(resolver.task_type, resolver.task_id, has_chief)
-
-
-def work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
-    """Where this process writes its backups: the chief's run directory, or its own folder."""
-    if is_chief(strategy):
-        return run_dir
-    resolver = strategy.cluster_resolver
-    return run_dir / f".worker-{resolver.task_type}-{resolver.task_id}"
 
 
 def lost_worker(strategy: tf.distribute.Strategy, error: Exception) -> str:
