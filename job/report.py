@@ -5,6 +5,7 @@ import platform
 import statistics
 from pathlib import Path
 
+import numpy
 import pandas as pd
 
 from job.cpu import cpu_description, onednn_enabled
@@ -17,8 +18,7 @@ SCHEMA_VERSION = 1
 
 def environment(device_info: dict) -> dict:
     """The libraries and devices that ran."""
-    import keras
-    import numpy
+    import keras  # deferred with TensorFlow: `job report` reads reports without loading them
     import tensorflow as tf
 
     gpu = device_info["used"] == "gpu"

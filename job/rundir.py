@@ -147,7 +147,7 @@ def commit_outputs(staging: Path, run_dir: Path) -> None:
 
 def load_trained_model(run_dir: Path):
     """Load ``model.keras`` from a run with safe_mode (no arbitrary code from the file)."""
-    import keras
+    import keras  # deferred: `job report` and the CLI's checks use this module without Keras
 
     path = run_dir / MODEL_FILENAME
     if not path.is_file():

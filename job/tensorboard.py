@@ -5,6 +5,7 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
 SPLITS = {"train": "", "validation": "val_"}  # event folder: its keys' prefix in the log
 
@@ -52,8 +53,6 @@ def write_run_summary(
     log_dir: Path, figures: dict[str, bytes], train_config: dict, test: dict, run_name: str
 ) -> None:
     """The figures (PNG bytes) as images, the configuration as hparams, test metrics as theirs."""
-    from tensorboard.plugins.hparams import api as hp
-
     for earlier in log_dir.glob("events.out.tfevents.*"):  # a rerun's summary replaces it
         earlier.unlink()
     writer = tf.summary.create_file_writer(str(log_dir))

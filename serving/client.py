@@ -1,5 +1,6 @@
 """REST and gRPC clients for the exported model: each call has a deadline, checks its status,
-and turns every failure into a one-line ServingError."""
+and turns every failure into a one-line ServingError. grpc and the tensorflow_serving stubs
+(which load TensorFlow) are imported inside the gRPC calls: REST commands stay light."""
 
 import base64
 import contextlib

@@ -1,7 +1,8 @@
 """What a client sends (pixel arrays, image files, MNIST test indices), checked first: every
-problem is a one-line ServingError, never a traceback."""
+problem is a one-line ServingError. Pillow loads only where an image file is read."""
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,6 @@ def read_npy(path: Path) -> np.ndarray:
 
 def _image_problems():
     """What Pillow raises for a file it cannot read: bad, truncated or oversized images."""
-    import struct
-
     from PIL import Image
 
     return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
