@@ -49,7 +49,9 @@ TARGETS = {
     "job/files.py": Target(
         ("tests/test_outputs.py", "tests/test_data.py::test_cache_is_written_atomically")
     ),
-    "job/rundir.py": Target(("tests/test_outputs.py",)),
+    "job/rundir.py": Target(
+        ("tests/test_outputs.py", "tests/test_cli.py::test_a_rerun_resumes_only_the_same_run")
+    ),
     "job/gate.py": Target(
         ("tests/test_boundaries.py", "-k", "gate or tolerance or floor or bless")
     ),

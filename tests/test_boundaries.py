@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import struct
 import zipfile
 import zlib
@@ -412,6 +413,16 @@ def test_client_refuses_formats_the_model_cannot_decode(tmp_path):
     one_line = f"^{text}: not a readable PNG, JPEG, GIF or BMP image \\(it begins b'not an i'\\)$"
     with pytest.raises(ServingError, match=one_line):
         inputs.read_image_bytes(text)
+
+
+def test_client_names_an_unreadable_or_corrupt_image_in_one_line(tmp_path):
+    unreadable = f"^{re.escape(str(tmp_path))}: cannot read the image \\(Is a directory\\)$"
+    with pytest.raises(ServingError, match=unreadable):
+        inputs.read_image_bytes(tmp_path)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(c.IMAGE_MAGIC["PNG"] + b"not the rest of a PNG")
+    with pytest.raises(ServingError, match="corrupt.png: not a readable PNG image \\(."):
+        inputs.read_image_bytes(corrupt)
 
 
 def test_client_refuses_a_cut_jpeg_or_gif_as_the_model_does(tmp_path):

@@ -237,6 +237,25 @@ def test_overwrite_clears_what_is_there_and_minds_nothing_missing(tmp_path):
         assert sorted(os.listdir(run_dir)) == [rundir.LOCK_FILENAME, REPORT_FILENAME]
 
 
+def settings(recipe="default", epochs=5, data="a.npz"):
+    """The parts of ``JobConfig.to_dict()`` that check_same_run reads."""
+    return {"train": {"recipe": recipe, "epochs": epochs, "batch_size": 32}, "data_path": data}
+
+
+def test_resuming_lets_only_the_default_recipes_epochs_grow(tmp_path, caplog):
+    default, fast = tmp_path / "default", tmp_path / "fast"
+    rundir.Claim(default, created=True).mark_started(rundir.check_same_run(default, settings()))
+    with caplog.at_level("INFO", logger="job.rundir"):
+        assert rundir.check_same_run(default, settings(epochs=7))["--epochs"] == 7
+    assert caplog.messages == [f"resuming {default} with --epochs raised from 5 to 7"]
+    with pytest.raises(JobError, match=r"other options: --data a.npz \(now b.npz\);"):
+        rundir.check_same_run(default, settings(data="b.npz"))
+    # The fast recipe's learning rate follows a schedule over its epochs: they may not grow.
+    rundir.Claim(fast, created=True).mark_started(rundir.check_same_run(fast, settings("fast", 20)))
+    with pytest.raises(JobError, match=r"other options: --epochs 20 \(now 30\);"):
+        rundir.check_same_run(fast, settings("fast", 30))
+
+
 def test_an_unfinished_run_is_resumed_not_cleared(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / rundir.BACKUP_DIRNAME).mkdir(parents=True)
